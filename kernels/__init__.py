@@ -1,0 +1,8 @@
+"""vidrt.kernels: Triton kernels and their pure-torch references.
+
+Leaves of the package: nothing here imports the rest of vidrt, and nothing imports triton at
+``import vidrt.kernels`` time (each kernel module imports it when first used).
+"""
+from vidrt.kernels.reference import MaskSpec, Rope3D, apply_rope, attention_reference, build_rope_3d
+
+__all__ = ["MaskSpec", "Rope3D", "apply_rope", "attention_reference", "build_rope_3d"]

@@ -1,0 +1,30 @@
+"""The one error family of vidrt: every message names the problem and the fix."""
+from __future__ import annotations
+
+
+class VidrtError(Exception):
+    """Base class of every error vidrt raises on purpose."""
+
+
+class ShapeError(VidrtError, ValueError):
+    """A requested size, frame count or tensor shape the model cannot take."""
+
+
+class ConfigError(VidrtError, ValueError):
+    """An unknown option value: precision, attention backend, sampler, cache policy."""
+
+
+class CheckpointError(VidrtError):
+    """A missing, corrupt or mismatched checkpoint."""
+
+
+class DeviceError(VidrtError):
+    """A device (or a mode on it) that is not available here."""
+
+
+class PromptError(VidrtError, ValueError):
+    """A prompt or shot list that cannot be used."""
+
+
+class BackendUnavailableError(DeviceError):
+    """An optional backend (triton, flash-attn, onnxruntime, tensorrt) that is not installed or cannot run."""
