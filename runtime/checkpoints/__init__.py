@@ -1,0 +1,1 @@
+"""Checkpoint reading: diffusers folders, the original Wan layout, bare state dicts."""
