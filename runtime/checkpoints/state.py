@@ -93,6 +93,7 @@ def load_into(
     dtype: Optional[torch.dtype] = None,
     keep_fp32: tuple[str, ...] = (),
     ignore_unexpected: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
 ) -> None:
     """Copy ``state`` into ``module``'s parameters, converting dtype per tensor; strict with a clear report.
 
@@ -118,7 +119,7 @@ def load_into(
             continue
         seen.add(name)
         params[name] = tensor
-    missing = sorted(set(params) - seen - _non_persistent(module))
+    missing = sorted(set(params) - seen - _non_persistent(module) - set(optional))
     if missing or unexpected or mismatched:
         lines = [f"{what}: the checkpoint does not match the model config."]
         if missing:
@@ -134,6 +135,8 @@ def load_into(
         own = dict(module.named_parameters())
         own.update(dict(module.named_buffers()))
         for name, tensor in params.items():
+            if name not in seen:
+                continue
             dst = own[name]
             want = dst.dtype if dtype is None or not dst.is_floating_point() else (
                 torch.float32 if any(p in name for p in keep_fp32) else dtype)

@@ -59,3 +59,25 @@ class TextEncoder:
         lens = mask.gt(0).sum(1)
         keep = torch.arange(max_length, device=self.device)[None, :] < lens[:, None]
         return hidden * keep[..., None].to(hidden.dtype)
+
+
+def build_word_tokenizer(words: Sequence[str], model_max_length: int = 512):
+    """A T5-style word-level tokenizer (pad=0, eos=1, unk=2; lower-cased; '</s>' appended) over ``words``.
+
+    Used by the embedded model (the world grammar's vocabulary) and by tests; saved with
+    ``save_pretrained`` it loads back through ``AutoTokenizer`` in vidrt and in diffusers alike.
+    """
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import WordLevel
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2}
+    for w in words:
+        vocab.setdefault(w.lower(), len(vocab))
+    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                       special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=model_max_length)

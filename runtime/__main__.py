@@ -1,0 +1,5 @@
+import sys
+
+from vidrt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,185 @@
+"""Find and load the components of a checkpoint (diffusers folder or original Wan layout).
+
+Every component goes through one path: config dataclass from the folder's own json, module
+built on the meta device (no throw-away init), weights read lazily and converted per tensor.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from vidrt.checkpoints import wan_original
+from vidrt.checkpoints.state import LazyStateDict, load_into, weight_files
+from vidrt.errors import CheckpointError
+from vidrt.models.dit import DiTConfig, WanDiT
+
+logger = logging.getLogger(__name__)
+
+# Wan 2.1's VAE as released (Wan2.1_VAE.pth has no config file of its own).
+WAN21_VAE_CONFIG: dict[str, Any] = {
+    "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+    "temperal_downsample": [False, True, True], "dropout": 0.0,
+    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
+    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7881, 1.4820, 3.2099,
+                    1.6175, 1.2886, 2.9741, 3.2013, 1.4820, 1.6860, 1.2745, 3.5310],
+}
+DEFAULT_SCHEDULER = {"_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0, "num_train_timesteps": 1000,
+                     "prediction_type": "flow_prediction", "use_flow_sigmas": True, "solver_order": 2,
+                     "solver_type": "bh2", "predict_x0": True, "lower_order_final": True}
+
+
+@dataclass
+class CheckpointLayout:
+    """Where each component of a checkpoint lives on disk."""
+
+    kind: str  # "diffusers" | "wan_original"
+    root: Path
+    transformer: Path
+    vae: Path
+    text_encoder: Path
+    tokenizer: Path
+    scheduler_config: dict = field(default_factory=dict)
+    defaults: dict = field(default_factory=dict)  # vidrt.json: default sizes, steps, guidance, fps
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing; the checkpoint folder is incomplete") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e}); the file is corrupt, re-download it") from None
+
+
+def resolve_layout(path: str | Path) -> CheckpointLayout:
+    """Identify a checkpoint folder: diffusers (model_index.json) or original Wan (config.json with dim)."""
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise CheckpointError(f"checkpoint path {root} does not exist; pass a diffusers Wan folder, an original "
+                              "Wan folder, or nothing for the embedded default model")
+    if not root.is_dir():
+        raise CheckpointError(f"{root} is a file; from_pretrained takes a folder (use transformer=FILE to swap "
+                              "in a bare DiT state dict)")
+    defaults = _read_json(root / "vidrt.json") if (root / "vidrt.json").is_file() else {}
+    if (root / "model_index.json").is_file():
+        index = _read_json(root / "model_index.json")
+        missing = [c for c in ("transformer", "vae", "text_encoder", "tokenizer") if not (root / c).is_dir()]
+        if missing:
+            raise CheckpointError(f"diffusers folder {root} lacks component folder(s) {', '.join(missing)} "
+                                  f"named in model_index.json ({sorted(k for k in index if not k.startswith('_'))})")
+        sched = root / "scheduler" / "scheduler_config.json"
+        return CheckpointLayout("diffusers", root, root / "transformer", root / "vae", root / "text_encoder",
+                                root / "tokenizer", _read_json(sched) if sched.is_file() else dict(DEFAULT_SCHEDULER),
+                                defaults)
+    cfg = root / "config.json"
+    if cfg.is_file() and "dim" in _read_json(cfg):
+        vae = next(iter(sorted(root.glob("*VAE*.pth"))), root / "Wan2.1_VAE.pth")
+        t5 = next(iter(sorted(root.glob("models_t5*.pth"))), root / "models_t5_umt5-xxl-enc-bf16.pth")
+        tok = root / "google" / "umt5-xxl"
+        for p in (vae, t5, tok):
+            if not p.exists():
+                raise CheckpointError(f"original Wan folder {root} lacks {p.name}; it needs config.json, the DiT "
+                                      "safetensors, Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/")
+        return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
+    raise CheckpointError(f"{root} is neither a diffusers Wan folder (model_index.json) nor an original Wan folder "
+                          "(config.json with dim/num_heads); point at the checkpoint's top folder")
+
+
+# ----------------------------------------------------------------------------- transformer
+
+
+def load_transformer(source: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
+                     base_config: Optional[DiTConfig] = None) -> WanDiT:
+    """A DiT from a diffusers transformer folder, an original Wan folder, or a bare state-dict file.
+
+    A bare file has no config: it takes ``base_config`` (the base model's) and must match its shapes.
+    """
+    src = Path(source).expanduser()
+    if not src.exists():
+        raise CheckpointError(f"transformer checkpoint {src} does not exist")
+    if src.is_file():
+        if base_config is None:
+            raise CheckpointError(f"{src} is a bare state dict with no config; load it as transformer= of a base "
+                                  "model whose architecture it shares")
+        cfg, files = base_config, [src]
+        extra = src.with_suffix(".json")
+        if extra.is_file():  # a config beside the file (e.g. causal num_frame_per_block) wins
+            cfg = DiTConfig.from_dict({**base_config.to_dict(), **_read_json(extra)})
+    else:
+        cfg = DiTConfig.from_dict(_read_json(src / "config.json"))
+        files = weight_files(src, stem=None)
+    state = LazyStateDict(files)
+    rename = wan_original.dit_key_from_original if wan_original.is_original_dit_state(state.keys()) else None
+    with torch.device("meta"):
+        model = WanDiT(cfg)
+    model = model.to_empty(device=device)
+    load_into(model, state, what=f"transformer {src}", rename=rename, dtype=dtype,
+              keep_fp32=WanDiT._keep_in_fp32_modules)
+    return model.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    from vidrt.checkpoints.wan_vae_keys import vae_key_from_original
+    from vidrt.models.vae import VAEConfig, WanVAE
+
+    if layout.kind == "diffusers":
+        cfg = VAEConfig.from_dict(_read_json(layout.vae / "config.json"))
+        state, rename = LazyStateDict(weight_files(layout.vae)), None
+    else:
+        side = layout.root / "vae_config.json"  # only for non-standard (e.g. tiny test) VAEs
+        cfg = VAEConfig.from_dict(_read_json(side) if side.is_file() else WAN21_VAE_CONFIG)
+        state, rename = LazyStateDict([layout.vae]), vae_key_from_original
+    with torch.device("meta"):
+        vae = WanVAE(cfg)
+    vae = vae.to_empty(device=device)
+    load_into(vae, state, what=f"VAE {layout.vae}", rename=rename, dtype=dtype)
+    return vae.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------- text encoder
+
+
+def load_text_encoder(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32,
+                      device: str | torch.device = "cpu", max_length: int = 512):
+    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+    from vidrt.models.text import TextEncoder
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(layout.tokenizer))
+    except Exception as e:
+        raise CheckpointError(f"cannot load the tokenizer from {layout.tokenizer}: {e}") from None
+    if layout.kind == "diffusers":
+        try:
+            cfg = UMT5Config.from_pretrained(str(layout.text_encoder))
+        except Exception as e:
+            raise CheckpointError(f"cannot read the text encoder config in {layout.text_encoder}: {e}") from None
+        state, rename = LazyStateDict(weight_files(layout.text_encoder)), None
+    else:
+        state = LazyStateDict([layout.text_encoder])
+        cfg = UMT5Config(**wan_original.t5_config_from_original_state(state))
+        rename = wan_original.t5_key_from_original
+    with torch.device("meta"):
+        model = UMT5EncoderModel(cfg)
+    model = model.to_empty(device=device)
+    has_shared = "shared.weight" in state.keys()
+
+    def _rename(k: str) -> Optional[str]:
+        k = rename(k) if rename else k
+        if k == "encoder.embed_tokens.weight":  # tied to shared.weight: load whichever the file holds
+            return None if has_shared else "shared.weight"
+        return k
+
+    load_into(model, state, what=f"text encoder {layout.text_encoder}", rename=_rename, dtype=dtype,
+              optional=("encoder.embed_tokens.weight",), ignore_unexpected=("decoder.", "lm_head."))
+    model.encoder.embed_tokens = model.shared  # re-tie after to_empty
+    return TextEncoder(tokenizer, model.eval().requires_grad_(False), max_length=max_length)

@@ -1,0 +1,263 @@
+"""Text-to-video pipeline: prompt -> UMT5 context -> flow-matching loop over the DiT -> causal VAE -> Video.
+
+One path; the speed switches (attention backend, precision, fused ops, cross-attention K/V reuse,
+batched CFG) are settings on it, each compared against the exact path (fp32, sdpa) in tests.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from tqdm.auto import tqdm
+
+from vidrt.attention import check_backend
+from vidrt.checkpoints.load import (CheckpointLayout, load_text_encoder, load_transformer, load_vae,
+                                    resolve_layout)
+from vidrt.errors import CheckpointError, ConfigError, ShapeError
+from vidrt.models.dit import WanDiT
+from vidrt.precision import check_precision, resolve_device
+from vidrt.video import Video, to_frames
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL = "default"
+
+
+@dataclass
+class GenerationDefaults:
+    """Per-model defaults; a checkpoint may override them in its vidrt.json."""
+
+    height: int = 480
+    width: int = 832
+    num_frames: int = 81
+    steps: int = 50
+    guidance: float = 5.0
+    fps: float = 16.0
+    max_sequence_length: int = 512
+    sampler: str = "auto"  # "auto" = the checkpoint's scheduler_config
+    shift: Optional[float] = None  # None = the checkpoint's flow_shift
+    negative_prompt: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenerationDefaults":
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def embedded_model_path() -> Path:
+    """Folder of the embedded default model shipped inside the package."""
+    return Path(str(resources.files("vidrt") / "assets" / "default"))
+
+
+class Pipeline:
+    """Runs a Wan-family text-to-video checkpoint. Build it with :meth:`from_pretrained`."""
+
+    def __init__(self, transformer: WanDiT, vae, text_encoder, *, scheduler_config: dict,
+                 defaults: GenerationDefaults, device: torch.device, precision: str, attention: str,
+                 source: str = "", vae_scale_temporal: int = 4, vae_scale_spatial: int = 8):
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.scheduler_config = scheduler_config
+        self.defaults = defaults
+        self.device = device
+        self.precision = precision
+        self.attention = attention
+        self.source = source
+        self.vae_scale_temporal = vae_scale_temporal
+        self.vae_scale_spatial = vae_scale_spatial
+        self.batch_cfg = True  # cond + uncond in one DiT call
+        transformer.set_attention_backend(attention)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: Union[str, Path, None] = None,
+        *,
+        device: Union[str, torch.device, None] = "cpu",
+        precision: str = "fp32",
+        attention: str = "sdpa",
+        transformer: Union[str, Path, None] = None,
+        vae_precision: Optional[str] = None,
+        text_precision: Optional[str] = None,
+    ) -> "Pipeline":
+        """Load a checkpoint folder (diffusers or original Wan layout); no path = the embedded default model.
+
+        ``transformer=`` swaps in another DiT (diffusers transformer folder, original Wan DiT folder or a
+        bare state-dict file) that reuses this checkpoint's VAE and text encoder. ``vae_precision`` and
+        ``text_precision`` default to fp32 for the VAE and to ``precision`` for the text encoder.
+        """
+        dev = resolve_device(device)
+        dtype = check_precision(precision, dev)
+        vae_dtype = check_precision(vae_precision or "fp32", dev)
+        text_dtype = check_precision(text_precision or precision, dev)
+        check_backend(attention)
+        if path is None or str(path) == EMBEDDED_MODEL:
+            path = embedded_model_path()
+            if not (path / "model_index.json").is_file():
+                raise CheckpointError(f"the embedded default model is not in this build ({path} is empty); "
+                                      "pass a checkpoint folder, or reinstall vidrt from a release")
+        layout = resolve_layout(path)
+        defaults = GenerationDefaults.from_dict(layout.defaults)
+        t0 = time.perf_counter()
+        dit = load_transformer(layout.transformer, dtype=dtype, device=dev)
+        if transformer is not None:
+            dit = load_transformer(transformer, dtype=dtype, device=dev, base_config=dit.config)
+        vae = load_vae(layout, dtype=vae_dtype, device=dev)
+        text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
+        logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
+        return cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
+                   precision=precision, attention=attention, source=str(layout.root))
+
+    # ------------------------------------------------------------------ shapes
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.patch_embedding.weight.dtype
+
+    def latent_shape(self, batch: int, num_frames: int, height: int, width: int) -> tuple[int, ...]:
+        """(B, C, T', H', W') of the latents for a clip; a clear error for sizes the model cannot make."""
+        st, ss = self.vae_scale_temporal, self.vae_scale_spatial
+        _, ph, pw = self.transformer.config.patch_size
+        if num_frames < 1 or (num_frames - 1) % st:
+            k = max(0, round((num_frames - 1) / st))
+            raise ShapeError(f"num_frames={num_frames} is not {st}k+1; the causal VAE makes 1 + {st}k frames. "
+                             f"Use {st * k + 1} or {st * (k + 1) + 1}")
+        mult_h, mult_w = ss * ph, ss * pw
+        if height <= 0 or width <= 0 or height % mult_h or width % mult_w:
+            raise ShapeError(f"height x width = {height}x{width} must be positive multiples of {mult_h}x{mult_w} "
+                             f"(VAE x{ss} times patch {ph}x{pw}); e.g. {max(mult_h, height // mult_h * mult_h)}x"
+                             f"{max(mult_w, width // mult_w * mult_w)}")
+        return (batch, self.transformer.config.in_channels, (num_frames - 1) // st + 1, height // ss, width // ss)
+
+    # ------------------------------------------------------------------ text
+    def encode_prompts(self, prompts: Sequence[str], max_sequence_length: Optional[int] = None) -> torch.Tensor:
+        ctx = self.text_encoder.encode(list(prompts), max_sequence_length or self.defaults.max_sequence_length)
+        return ctx.to(self.device, self.dtype)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, Sequence[str]],
+        negative_prompt: Union[str, Sequence[str], None] = None,
+        *,
+        num_frames: Optional[int] = None,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        steps: Optional[int] = None,
+        guidance: Optional[float] = None,
+        seed: int = 0,
+        latents: Optional[torch.Tensor] = None,
+        output: str = "video",
+        sampler: Optional[str] = None,
+        shift: Optional[float] = None,
+        max_sequence_length: Optional[int] = None,
+        progress: bool = True,
+    ) -> Union[Video, list[Video], torch.Tensor]:
+        """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
+        latents (B, C, T', H', W') with ``output="latent"``.
+
+        ``latents`` fixes the initial noise (same shape as :meth:`latent_shape`), else it is drawn from
+        ``seed`` on the CPU (so a seed gives the same clip on every device).
+        """
+        from vidrt.samplers import make_sampler
+
+        d = self.defaults
+        single = isinstance(prompt, str)
+        prompts = [prompt] if single else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ConfigError("prompt must be a string or a non-empty list of strings")
+        if output not in ("video", "latent"):
+            raise ConfigError(f"output={output!r}; use 'video' or 'latent'")
+        num_frames = d.num_frames if num_frames is None else int(num_frames)
+        height = d.height if height is None else int(height)
+        width = d.width if width is None else int(width)
+        steps = d.steps if steps is None else int(steps)
+        guidance = d.guidance if guidance is None else float(guidance)
+        if steps < 1:
+            raise ConfigError(f"steps={steps}; use at least 1 denoising step")
+        shape = self.latent_shape(len(prompts), num_frames, height, width)
+
+        if latents is None:
+            gen = torch.Generator("cpu").manual_seed(int(seed))
+            latents = torch.randn(shape, generator=gen, dtype=torch.float32)
+        elif tuple(latents.shape) != shape:
+            raise ShapeError(f"latents have shape {tuple(latents.shape)} but {num_frames} frames at {height}x{width} "
+                             f"for {len(prompts)} prompt(s) need {shape}")
+        latents = latents.to(self.device, torch.float32)
+        stats: dict[str, Any] = {"precision": self.precision, "attention": self.attention, "steps": steps,
+                                 "guidance": guidance, "height": height, "width": width, "num_frames": num_frames,
+                                 "tokens": _tokens(shape, self.transformer.config.patch_size)}
+        t_start = time.perf_counter()
+
+        # text
+        cfg = guidance > 1.0
+        if negative_prompt is None:
+            negative_prompt = d.negative_prompt
+        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negs) != len(prompts):
+            raise ConfigError(f"{len(negs)} negative prompts for {len(prompts)} prompts; give one or one per prompt")
+        t0 = time.perf_counter()
+        ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
+        stats["text_s"] = time.perf_counter() - t0
+
+        # denoise
+        t0 = time.perf_counter()
+        smp = make_sampler(sampler or d.sampler, steps, shift=shift if shift is not None else d.shift,
+                           config=self.scheduler_config, device=self.device)
+        dit = self.transformer
+        b = len(prompts)
+        if cfg and self.batch_cfg:
+            kv_all = dit.prepare_context(ctx)
+        else:
+            kv_cond = dit.prepare_context(ctx[:b])
+            kv_uncond = dit.prepare_context(ctx[b:]) if cfg else None
+        bar = tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False)
+        for i, t in enumerate(smp.timesteps):
+            x = latents.to(self.dtype)
+            if cfg and self.batch_cfg:
+                ts = t.expand(2 * b).to(self.device)
+                out = dit(torch.cat([x, x]), ts, context_kv=kv_all)
+                cond, uncond = out[:b], out[b:]
+            else:
+                ts = t.expand(b).to(self.device)
+                cond = dit(x, ts, context_kv=kv_cond)
+                uncond = dit(x, ts, context_kv=kv_uncond) if cfg else None
+            pred = uncond + guidance * (cond - uncond) if cfg else cond
+            latents = smp.step(pred, i, latents)
+            bar.update()
+        bar.close()
+        stats["dit_s"] = time.perf_counter() - t0
+        stats["dit_per_step_s"] = stats["dit_s"] / steps
+        if output == "latent":
+            return latents
+
+        # decode
+        t0 = time.perf_counter()
+        videos = self.decode(latents, progress=progress)
+        stats["vae_s"] = time.perf_counter() - t0
+        stats["total_s"] = time.perf_counter() - t_start
+        out = [Video(to_frames(v), fps=d.fps, prompt=p, stats=dict(stats), latents=latents[j:j + 1].cpu())
+               for j, (v, p) in enumerate(zip(videos, prompts))]
+        return out[0] if single else out
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:
+        """Final (normalised) latents -> video (B, 3, T, H, W) in [-1, 1], streamed latent frame by frame."""
+        vae_dtype = next(self.vae.parameters()).dtype
+        z = self.vae.denormalize(latents.to(self.device, vae_dtype))
+        stream = self.vae.stream_decoder()
+        parts = []
+        for i in tqdm(range(z.shape[2]), desc="decode", unit="latent frame", disable=not progress, leave=False):
+            parts.append(stream.decode(z[:, :, i:i + 1]))
+        return torch.cat(parts, dim=2)
+
+
+def _tokens(shape: Sequence[int], patch: Sequence[int]) -> int:
+    return (shape[2] // patch[0]) * (shape[3] // patch[1]) * (shape[4] // patch[2])
