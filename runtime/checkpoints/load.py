@@ -128,7 +128,7 @@ def load_transformer(source: str | Path, *, dtype: torch.dtype = torch.float32, 
 
 
 def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    from vidrt.checkpoints.wan_vae_keys import vae_key_from_original
+    from vidrt.checkpoints.wan_vae_keys import vae_key_renamer
     from vidrt.models.vae import VAEConfig, WanVAE
 
     if layout.kind == "diffusers":
@@ -137,7 +137,7 @@ def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, de
     else:
         side = layout.root / "vae_config.json"  # only for non-standard (e.g. tiny test) VAEs
         cfg = VAEConfig.from_dict(_read_json(side) if side.is_file() else WAN21_VAE_CONFIG)
-        state, rename = LazyStateDict([layout.vae]), vae_key_from_original
+        state, rename = LazyStateDict([layout.vae]), vae_key_renamer(cfg)
     with torch.device("meta"):
         vae = WanVAE(cfg)
     vae = vae.to_empty(device=device)
