@@ -1,0 +1,100 @@
+"""The README's bad-input table: every row raises the named VidrtError with a message naming the fix."""
+import logging
+
+import pytest
+import torch
+
+import vidrt
+from vidrt.cli import main as cli_main
+from vidrt.pipeline import Pipeline
+
+SMALL = dict(height=32, width=32, steps=1, progress=False, max_sequence_length=16)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_wan):
+    return Pipeline.from_pretrained(tiny_wan)
+
+
+@pytest.mark.parametrize("frames", [0, 2, 4, 6, 32])
+def test_frame_count_not_4k_plus_1(pipe, frames):
+    with pytest.raises(vidrt.ShapeError, match=r"4k\+1.*Use \d+ or \d+"):
+        pipe("a red circle", num_frames=frames, **SMALL)
+
+
+@pytest.mark.parametrize("h,w", [(30, 32), (32, 40), (0, 32)])
+def test_size_not_multiple_of_16(pipe, h, w):
+    args = {**SMALL, "height": h, "width": w}
+    with pytest.raises(vidrt.ShapeError, match="multiples of 16x16"):
+        pipe("a red circle", num_frames=1, **args)
+
+
+def test_wrong_latents_shape(pipe):
+    with pytest.raises(vidrt.ShapeError, match="latents have shape"):
+        pipe("a red circle", num_frames=5, latents=torch.randn(1, 16, 1, 4, 4), **SMALL)
+
+
+def test_unknown_precision_and_backend(tiny_wan):
+    with pytest.raises(vidrt.ConfigError, match="unknown precision 'fp64'.*fp32, bf16, fp16"):
+        Pipeline.from_pretrained(tiny_wan, precision="fp64")
+    with pytest.raises(vidrt.ConfigError, match="unknown attention backend 'xformers'.*sdpa"):
+        Pipeline.from_pretrained(tiny_wan, attention="xformers")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_not_available(tiny_wan):
+    with pytest.raises(vidrt.DeviceError, match="CUDA is not available.*device='cpu'"):
+        Pipeline.from_pretrained(tiny_wan, device="cuda")
+
+
+def test_unknown_sampler_and_bad_steps(pipe):
+    with pytest.raises(vidrt.ConfigError):
+        pipe("a red circle", num_frames=1, sampler="ddim", **SMALL)
+    with pytest.raises(vidrt.ConfigError, match="steps"):
+        pipe("a red circle", num_frames=1, **{**SMALL, "steps": 0})
+
+
+def test_long_text_truncates_with_warning(pipe, caplog):
+    long = " ".join(["red circle"] * 20)
+    with caplog.at_level(logging.WARNING):
+        v = pipe(long, num_frames=1, **SMALL)
+    assert v.frames.shape == (1, 32, 32, 3)
+    assert any("truncated" in r.message for r in caplog.records)
+
+
+def test_cli_reports_errors_without_traceback(tiny_wan, capsys):
+    rc = cli_main(["generate", "a red circle", "--model", str(tiny_wan), "--frames", "6", "--steps", "1",
+                   "--height", "32", "--width", "32"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "4k+1" in err and "Traceback" not in err
+
+
+def test_cli_generate_writes_mp4_and_json(tiny_wan, tmp_path):
+    import json
+
+    import imageio.v3 as iio
+
+    out, js = tmp_path / "clip.mp4", tmp_path / "run.json"
+    rc = cli_main(["generate", "a red circle moves right", "--model", str(tiny_wan), "--frames", "9", "--steps", "2",
+                   "--height", "32", "--width", "48", "-o", str(out), "--json", str(js)])
+    assert rc == 0
+    frames = iio.imread(out)
+    assert frames.shape == (9, 32, 48, 3)
+    stats = json.loads(js.read_text())
+    assert stats["num_frames"] == 9 and stats["steps"] == 2 and stats["total_s"] > 0
+
+
+def test_image_save_png(pipe, tmp_path):
+    from PIL import Image
+
+    v = pipe("a blue square", num_frames=1, **SMALL)
+    p = v.save(tmp_path / "img.png")
+    assert Image.open(p).size == (32, 32)
+    with pytest.raises(vidrt.ConfigError, match="use .mp4"):
+        v.save(tmp_path / "x.avi")
+
+
+def test_cli_info(capsys):
+    assert cli_main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "torch:" in out and "sdpa: ok" in out
