@@ -121,6 +121,13 @@ class UniPCConfig:
         if self.final_sigmas_type not in ("zero", "sigma_min"):
             raise ConfigError(f"final_sigmas_type={self.final_sigmas_type!r} is unknown; use 'zero' "
                               f"(Wan) or 'sigma_min'.")
+        # Without lower_order_final the last step uses older predictions across a step whose
+        # log-SNR change is infinite (final sigma 0) or zero (sigma_min, order >= 3): diffusers
+        # returns NaN or fails to solve there, so refuse the combination up front.
+        if not self.lower_order_final and self.solver_order >= (2 if self.final_sigmas_type == "zero" else 3):
+            raise ConfigError(f"lower_order_final=False with solver_order={self.solver_order} and "
+                              f"final_sigmas_type={self.final_sigmas_type!r} breaks the last UniPC step "
+                              f"(NaN in diffusers); set lower_order_final=True (Wan's setting).")
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in self.disable_corrector):
             raise ConfigError(f"disable_corrector={self.disable_corrector!r} must list integer step indices.")
 
