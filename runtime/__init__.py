@@ -1,8 +1,22 @@
-"""vidrt: an inference runtime for text-to-video diffusion transformers."""
+"""vidrt: an inference runtime for text-to-video diffusion transformers.
+
+``vidrt.Pipeline`` and ``vidrt.Video`` are imported on first use, so ``import vidrt`` stays light
+(no transformers, triton or other optional packages at import time).
+"""
 from vidrt.errors import (BackendUnavailableError, CheckpointError, ConfigError, DeviceError, PromptError,
                           ShapeError, VidrtError)
 
 __version__ = "0.1.0"
 
-__all__ = ["VidrtError", "ShapeError", "ConfigError", "CheckpointError", "DeviceError", "PromptError",
-           "BackendUnavailableError", "__version__"]
+__all__ = ["Pipeline", "Video", "VidrtError", "ShapeError", "ConfigError", "CheckpointError", "DeviceError",
+           "PromptError", "BackendUnavailableError", "__version__"]
+
+_LAZY = {"Pipeline": "vidrt.pipeline", "Video": "vidrt.video"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'vidrt' has no attribute {name!r}")

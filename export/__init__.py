@@ -1,0 +1,1 @@
+"""vidrt.export: ONNX export and onnxruntime / TensorRT backends (optional dependencies, imported lazily)."""
