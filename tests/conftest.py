@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny import make_tiny_wan  # noqa: E402
+from vidrt.testing import make_tiny_wan  # noqa: E402
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:

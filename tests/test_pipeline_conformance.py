@@ -63,7 +63,7 @@ def test_seed_is_deterministic_and_list_prompts(pipes):
 def test_euler_sampler_matches_diffusers(tmp_path):
     from diffusers import WanPipeline
 
-    from tiny import make_tiny_wan
+    from vidrt.testing import make_tiny_wan
 
     path = make_tiny_wan(tmp_path / "euler", scheduler="euler", patch=(1, 2, 2), head_dim=16, flow_shift=5.0)
     ours, ref = Pipeline.from_pretrained(path), WanPipeline.from_pretrained(str(path))

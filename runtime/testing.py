@@ -1,4 +1,7 @@
-"""Tiny random Wan pipelines built with diffusers (the oracle) and saved as real checkpoint folders."""
+"""Random Wan pipelines built with diffusers (the oracle) and saved as real checkpoint folders.
+
+For tests and benchmarks: needs the `test` or `bench` extra (diffusers). Any size, from tiny to Wan 1.3B.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,23 +12,26 @@ WORDS = "a red green blue circle square moves left right up down on black gray b
 
 
 def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int = 12, layers: int = 2,
-                  text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc") -> Path:
-    """Save a tiny random diffusers WanPipeline folder at ``path`` and return it."""
+                  text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc",
+                  ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2) -> Path:
+    """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it."""
     from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
                            WanPipeline, WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
 
     from vidrt.models.text import build_word_tokenizer
 
+    path = Path(path)
+
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+    vae = AutoencoderKLWan(base_dim=vae_base_dim, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
     transformer = WanTransformer3DModel(
         patch_size=patch, num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16,
-        text_dim=text_dim, freq_dim=32, ffn_dim=32, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
+        text_dim=text_dim, freq_dim=32 if text_dim < 64 else 256, ffn_dim=ffn_dim, num_layers=layers, cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024 if text_dim >= 64 else 32)
     tok = build_word_tokenizer(WORDS)
-    te = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=text_dim, d_kv=8, d_ff=32, num_layers=2,
+    te = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=text_dim, d_kv=8, d_ff=32, num_layers=text_layers,
                                      num_heads=2, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
                                      dropout_rate=0.0, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0))
     if scheduler == "unipc":
