@@ -119,7 +119,24 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+# Commands that live in their own modules register themselves on import (one module per command).
+COMMAND_MODULES = ("vidrt.bench.cli", "vidrt.export.cli", "vidrt.quant.cli", "vidrt.caching.cli", "vidrt.longclip.cli")
+
+
+def _register_optional_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for mod in COMMAND_MODULES:
+        try:
+            if importlib.util.find_spec(mod) is not None:
+                importlib.import_module(mod)
+        except ModuleNotFoundError:
+            continue
+
+
 def build_parser() -> argparse.ArgumentParser:
+    _register_optional_commands()
     parser = argparse.ArgumentParser(prog="vidrt", description="vidrt: text-to-video diffusion transformer runtime")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)

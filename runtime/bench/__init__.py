@@ -1,0 +1,1 @@
+"""vidrt.bench: `vidrt bench` — reproducible throughput/latency measurements, JSON schema, comparisons, plots."""

@@ -1,0 +1,1 @@
+"""vidrt.longclip: chunked causal generation with a KV cache, multi-shot streaming."""
