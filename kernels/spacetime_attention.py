@@ -183,6 +183,8 @@ def _attn_fwd(Q, K, V, Out,
         pid_m = tl.num_programs(0) - 1 - pid_m
     b = pid_bh // H
     hd = pid_bh % H
+    b64 = b.to(tl.int64)  # batch / head offsets in 64 bits: B * L * H * D may exceed 2^31
+    h64 = hd.to(tl.int64)
     kv_len = Lk
     if HAS_KV_LENS:
         kv_len = tl.maximum(tl.minimum(tl.load(KV_LENS + b).to(tl.int32), Lk), 0)
@@ -206,7 +208,7 @@ def _attn_fwd(Q, K, V, Out,
             qw = q_row % rqW
     q_keep = q_ok & (q_row < q_len)
 
-    q_ptrs = Q + b * stride_qb + hd * stride_qh + q_row[:, None] * stride_qm + offs_d[None, :]
+    q_ptrs = Q + b64 * stride_qb + h64 * stride_qh + q_row[:, None] * stride_qm + offs_d[None, :]
     q = tl.load(q_ptrs, mask=q_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     qe = tl.zeros((BLOCK_M, DH), dtype=tl.float32)  # placeholders when not SPLIT
     qo = tl.zeros((BLOCK_M, DH), dtype=tl.float32)
@@ -228,8 +230,8 @@ def _attn_fwd(Q, K, V, Out,
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
     l_i = tl.zeros((BLOCK_M,), dtype=tl.float32)
     acc = tl.zeros((BLOCK_M, D_PAD), dtype=tl.float32)
-    k_base = K + b * stride_kb + hd * stride_kh
-    v_base = V + b * stride_vb + hd * stride_vh
+    k_base = K + b64 * stride_kb + h64 * stride_kh
+    v_base = V + b64 * stride_vb + h64 * stride_vh
     any_row = tl.max(q_keep.to(tl.int32), 0) > 0
     q_chunk = (offs_m + q_offset) // tl.maximum(chunk, 1)
 
@@ -290,7 +292,7 @@ def _attn_fwd(Q, K, V, Out,
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
     out = tl.where(q_keep[:, None] & (l_i[:, None] > 0.0), out, 0.0)
-    o_ptrs = Out + b * stride_ob + hd * stride_oh + q_row[:, None] * stride_om + offs_d[None, :]
+    o_ptrs = Out + b64 * stride_ob + h64 * stride_oh + q_row[:, None] * stride_om + offs_d[None, :]
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=q_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
 
 
