@@ -29,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["VAEConfig", "WanVAE", "LatentDistribution", "TemporalCache", "StreamDecoder", "StreamEncoder"]
 
+# Activation memory one "auto" decode pass may use; Wan 2.1 at 480p needs more than this per latent frame
+# (so it decodes frame by frame, like diffusers), small videos decode in one pass.
+DECODE_BUDGET_BYTES = 1 << 30
+
 WAN21_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                       0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 WAN21_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
@@ -188,20 +192,21 @@ class CausalConv3d(nn.Conv3d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, tuple[int, int, int]],
                  stride: Union[int, tuple[int, int, int]] = 1, padding: Union[int, tuple[int, int, int]] = 0):
         pt, ph, pw = (padding,) * 3 if isinstance(padding, int) else padding
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, ph, pw))
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
         self.past_frames = 2 * pt  # the look-back of a centred kernel moved entirely to the past
+        self.space_pad = (pw, pw, ph, ph)  # one explicit pad is faster on CPU than the conv's own padding
 
     def forward(self, x: torch.Tensor, cache: Optional[TemporalCache] = None) -> torch.Tensor:
-        if self.past_frames == 0:
-            return super().forward(x)
-        past = cache.get(self) if cache is not None else None
-        buf = x if past is None else torch.cat([past, x], dim=2)
-        missing = self.past_frames - (0 if past is None else past.shape[2])
-        if cache is not None:
-            cache.put(self, buf[:, :, -self.past_frames:].clone())
-        if missing > 0:
-            buf = F.pad(buf, (0, 0, 0, 0, missing, 0))
-        return super().forward(buf)
+        missing = self.past_frames
+        if missing and cache is not None:
+            past = cache.get(self)
+            if past is not None:
+                x = torch.cat([past, x], dim=2)
+                missing -= past.shape[2]
+            cache.put(self, x[:, :, -self.past_frames:].clone())
+        if missing or any(self.space_pad):
+            x = F.pad(x, (*self.space_pad, missing, 0))
+        return super().forward(x)
 
 
 class RMSNorm(nn.Module):
@@ -499,19 +504,22 @@ class WanVAE(nn.Module):
         """A decoder that takes latent frames a chunk at a time and holds only the temporal cache."""
         return StreamDecoder(self)
 
-    def decode(self, z: torch.Tensor, chunk_frames: Optional[int] = 1) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, chunk_frames: Union[int, str, None] = "auto") -> torch.Tensor:
         """Raw latents (B, z, T', H', W') -> video (B, 3, 1 + 4(T'-1), 8H', 8W') in [-1, 1].
 
-        ``chunk_frames`` latent frames are decoded per pass (1 = diffusers' schedule and flattest
-        memory; None = the whole clip in one pass); the result is the same either way.
+        ``chunk_frames`` latent frames are decoded per pass: 1 is diffusers' schedule (flattest
+        memory), None the whole clip at once, "auto" as many as fit :data:`DECODE_BUDGET_BYTES` of
+        activations (bigger passes are much faster on CPU). The frames are the same either way.
         """
         self.check_latents(z)
-        t = z.shape[2]
-        step = t if chunk_frames is None else int(chunk_frames)
+        b, _, t, h, w = z.shape
+        if chunk_frames == "auto":
+            step = self.auto_chunk_frames(b, h, w)
+        else:
+            step = t if chunk_frames is None else int(chunk_frames)
         if step < 1:
-            raise ShapeError(f"chunk_frames must be >= 1 or None, got {chunk_frames}")
+            raise ShapeError(f"chunk_frames must be >= 1, None or 'auto', got {chunk_frames!r}")
         stream = self.stream_decoder()
-        b, _, _, h, w = z.shape
         s = self.spatial_factor
         out = None
         done = 0
@@ -522,6 +530,19 @@ class WanVAE(nn.Module):
             out[:, :, done:done + frames.shape[2]] = frames
             done += frames.shape[2]
         return out
+
+    def auto_chunk_frames(self, batch: int, height: int, width: int,
+                          budget_bytes: Optional[int] = None) -> int:
+        """Latent frames per decode pass whose full-resolution activations fit ``budget_bytes``.
+
+        Estimate: about 6 live tensors of (batch, base width, 4 frames, 8H', 8W') per latent frame.
+        """
+        cfg = self.config
+        width_full = (cfg.decoder_base_dim or cfg.base_dim) * cfg.dim_mult[0]
+        elem = torch.finfo(self.dtype).bits // 8 if self.dtype.is_floating_point else 4
+        per_frame = 6 * batch * width_full * cfg.temporal_factor * height * width * self.spatial_factor ** 2 * elem
+        budget = DECODE_BUDGET_BYTES if budget_bytes is None else budget_bytes
+        return max(1, int(budget // max(per_frame, 1)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Same as :meth:`decode` (the runtime's hot path; what an exporter traces)."""

@@ -80,6 +80,17 @@ def test_decode_one_pass_equals_frame_by_frame(pair):
     with torch.no_grad():
         assert _err(vae.decode(z, chunk_frames=None), vae.decode(z, chunk_frames=1)) <= 1e-5
         assert _err(vae.decode(z, chunk_frames=2), vae.decode(z, chunk_frames=1)) <= 1e-5
+        assert _err(vae.decode(z), vae.decode(z, chunk_frames=1)) <= 1e-5  # "auto"
+    with pytest.raises(ShapeError, match="chunk_frames"):
+        vae.decode(z, chunk_frames=0)
+
+
+def test_auto_chunk_is_frame_by_frame_at_480p_and_bigger_for_small_clips():
+    with torch.device("meta"):
+        big = WanVAE(VAEConfig())
+    assert big.auto_chunk_frames(1, 60, 104) == 1
+    assert big.auto_chunk_frames(1, 16, 16) >= 4                  # 128x128 video: several frames per pass
+    assert big.auto_chunk_frames(1, 16, 16, budget_bytes=1) == 1
 
 
 @pytest.mark.parametrize("chunks", [[1, 2, 3], [3, 2, 1], [2, 1, 1, 2]])
