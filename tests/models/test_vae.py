@@ -188,7 +188,7 @@ def test_bad_video_raises(pair):
 # ------------------------------------------------------------------------------- precision, space
 
 def test_bf16_follows_parameters(pair):
-    _, vae, folder = pair
+    _, vae, _ = pair
     low = WanVAE(vae.config).eval()
     low.load_state_dict(vae.state_dict())
     low = low.to(torch.bfloat16)
