@@ -72,6 +72,7 @@ class Pipeline:
         self.vae_scale_temporal = vae_scale_temporal
         self.vae_scale_spatial = vae_scale_spatial
         self.batch_cfg = True  # cond + uncond in one DiT call
+        self.teacache_coefficients: tuple[float, ...] = (1.0, 0.0)  # fitted by `vidrt calibrate`
         transformer.set_attention_backend(attention)
 
     # ------------------------------------------------------------------ loading
@@ -158,14 +159,21 @@ class Pipeline:
         sampler: Optional[str] = None,
         shift: Optional[float] = None,
         max_sequence_length: Optional[int] = None,
+        cache: Optional[str] = None,
+        cache_threshold: Optional[float] = None,
+        cfg_interval: int = 2,
         progress: bool = True,
     ) -> Union[Video, list[Video], torch.Tensor]:
         """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
         latents (B, C, T', H', W') with ``output="latent"``.
 
         ``latents`` fixes the initial noise (same shape as :meth:`latent_shape`), else it is drawn from
-        ``seed`` on the CPU (so a seed gives the same clip on every device).
+        ``seed`` on the CPU (so a seed gives the same clip on every device). ``cache`` switches on step
+        caches ("teacache", "first_block", "cfg", or combined like "teacache+cfg") with
+        ``cache_threshold`` (the CFG cache runs the unconditional branch every ``cfg_interval`` steps);
+        their statistics land in ``video.stats["cache"]``.
         """
+        from vidrt.caching.policy import make_cache
         from vidrt.samplers import make_sampler
 
         d = self.defaults
@@ -213,26 +221,36 @@ class Pipeline:
                            config=self.scheduler_config, device=self.device)
         dit = self.transformer
         b = len(prompts)
-        if cfg and self.batch_cfg:
-            kv_all = dit.prepare_context(ctx)
-        else:
-            kv_cond = dit.prepare_context(ctx[:b])
-            kv_uncond = dit.prepare_context(ctx[b:]) if cfg else None
+        plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients, cfg_interval=cfg_interval)
+        kv_all = dit.prepare_context(ctx)
+        kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
+        kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
         bar = tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False)
         for i, t in enumerate(smp.timesteps):
             x = latents.to(self.dtype)
-            if cfg and self.batch_cfg:
-                ts = t.expand(2 * b).to(self.device)
-                out = dit(torch.cat([x, x]), ts, context_kv=kv_all)
+            full_cfg = cfg and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
+            if plan.block is not None:
+                plan.block.begin_step(i, steps, [["cond"] * b + ["uncond"] * b] if full_cfg and self.batch_cfg
+                                      else [["cond"] * b, ["uncond"] * b])
+            if full_cfg and self.batch_cfg:
+                out = dit(torch.cat([x, x]), t.expand(2 * b).to(self.device), context_kv=kv_all,
+                          step_cache=plan.block)
                 cond, uncond = out[:b], out[b:]
             else:
                 ts = t.expand(b).to(self.device)
-                cond = dit(x, ts, context_kv=kv_cond)
-                uncond = dit(x, ts, context_kv=kv_uncond) if cfg else None
+                cond = dit(x, ts, context_kv=kv_cond, step_cache=plan.block)
+                uncond = dit(x, ts, context_kv=kv_uncond, step_cache=plan.block) if full_cfg else None
+            if cfg and plan.cfg is not None:
+                if full_cfg:
+                    plan.cfg.record(cond, uncond)
+                else:
+                    uncond = plan.cfg.estimate(cond)
             pred = uncond + guidance * (cond - uncond) if cfg else cond
             latents = smp.step(pred, i, latents)
             bar.update()
         bar.close()
+        if cache:
+            stats["cache"] = {"policy": cache, "threshold": cache_threshold, **plan.stats()}
         stats["dit_s"] = time.perf_counter() - t0
         stats["dit_per_step_s"] = stats["dit_s"] / steps
         if output == "latent":
@@ -249,13 +267,17 @@ class Pipeline:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        """Final (normalised) latents -> video (B, 3, T, H, W) in [-1, 1], streamed latent frame by frame."""
-        vae_dtype = next(self.vae.parameters()).dtype
-        z = self.vae.denormalize(latents.to(self.device, vae_dtype))
+        """Final (normalised) latents -> video (B, 3, T, H, W) in [-1, 1].
+
+        Streams through the VAE's temporal cache in chunks sized to a memory budget (identical to a
+        one-shot decode), so long clips decode in flat memory.
+        """
+        z = self.vae.denormalize(latents.to(self.device, self.vae.dtype))
+        chunk = self.vae.auto_chunk_frames(z.shape[0], z.shape[3], z.shape[4])
         stream = self.vae.stream_decoder()
         parts = []
-        for i in tqdm(range(z.shape[2]), desc="decode", unit="latent frame", disable=not progress, leave=False):
-            parts.append(stream.decode(z[:, :, i:i + 1]))
+        for s in tqdm(range(0, z.shape[2], chunk), desc="decode", unit="chunk", disable=not progress, leave=False):
+            parts.append(stream.decode(z[:, :, s:s + chunk]))
         return torch.cat(parts, dim=2)
 
 

@@ -20,15 +20,6 @@ from vidrt.models.dit import DiTConfig, WanDiT
 
 logger = logging.getLogger(__name__)
 
-# Wan 2.1's VAE as released (Wan2.1_VAE.pth has no config file of its own).
-WAN21_VAE_CONFIG: dict[str, Any] = {
-    "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
-    "temperal_downsample": [False, True, True], "dropout": 0.0,
-    "latents_mean": [-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921],
-    "latents_std": [2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7881, 1.4820, 3.2099,
-                    1.6175, 1.2886, 2.9741, 3.2013, 1.4820, 1.6860, 1.2745, 3.5310],
-}
 DEFAULT_SCHEDULER = {"_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0, "num_train_timesteps": 1000,
                      "prediction_type": "flow_prediction", "use_flow_sigmas": True, "solver_order": 2,
                      "solver_type": "bh2", "predict_x0": True, "lower_order_final": True}
@@ -128,16 +119,17 @@ def load_transformer(source: str | Path, *, dtype: torch.dtype = torch.float32, 
 
 
 def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
-    from vidrt.checkpoints.wan_vae_keys import vae_key_renamer
+    from vidrt.checkpoints.wan_vae_keys import vae_config_from_original_state, vae_key_renamer
     from vidrt.models.vae import VAEConfig, WanVAE
 
     if layout.kind == "diffusers":
         cfg = VAEConfig.from_dict(_read_json(layout.vae / "config.json"))
         state, rename = LazyStateDict(weight_files(layout.vae)), None
     else:
-        side = layout.root / "vae_config.json"  # only for non-standard (e.g. tiny test) VAEs
-        cfg = VAEConfig.from_dict(_read_json(side) if side.is_file() else WAN21_VAE_CONFIG)
-        state, rename = LazyStateDict([layout.vae]), vae_key_renamer(cfg)
+        state = LazyStateDict([layout.vae])
+        side = layout.root / "vae_config.json"  # optional: latents mean/std of a non-standard VAE
+        cfg = VAEConfig.from_dict(_read_json(side)) if side.is_file() else vae_config_from_original_state(state)
+        rename = vae_key_renamer(cfg)
     with torch.device("meta"):
         vae = WanVAE(cfg)
     vae = vae.to_empty(device=device)

@@ -242,6 +242,11 @@ class Block(nn.Module):
         self.scale_shift_table = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
         self.fused_ops = False
 
+    def modulated_input(self, x: torch.Tensor, mod: torch.Tensor) -> torch.Tensor:
+        """The adaLN-modulated input of self-attention (TeaCache's change indicator)."""
+        shift1, scale1 = (self.scale_shift_table[:, :2] + mod[..., :2, :].float()).unbind(-2)
+        return _modulate(self.norm1, x, shift1, scale1, self.fused_ops)
+
     def forward(self, x, mod, context, rope, mask=None, context_kv=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + mod.float()).unbind(-2)
         x = _gated(x, self.attn1(_modulate(self.norm1, x, shift1, scale1, self.fused_ops), rope=rope, mask=mask),
@@ -337,11 +342,13 @@ class WanDiT(nn.Module):
         context_kv: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
         mask: Optional[MaskSpec] = None,
         frame_offset: int = 0,
+        step_cache=None,
     ) -> torch.Tensor:
         """Velocity for latents (B, C, T, H, W) at ``timestep`` (B,) or per token (B, L).
 
         Give either the text encoder output ``context`` (B, Lt, text_dim) or its precomputed
-        ``context_kv`` from :meth:`prepare_context`.
+        ``context_kv`` from :meth:`prepare_context`. ``step_cache`` (vidrt.caching) may reuse the
+        block stack's residual from an earlier step instead of running it.
         """
         if latents.ndim != 5:
             raise ShapeError(f"latents must be (batch, channels, frames, height, width), got {tuple(latents.shape)}")
@@ -370,13 +377,19 @@ class WanDiT(nn.Module):
             context_kv = [None] * len(self.blocks)
         else:
             ctx = None
-        for blk, kv in zip(self.blocks, context_kv):
-            x = blk(x, mod, ctx, rope, mask, kv)
+        run = lambda x, start=0, stop=None: self.run_blocks(x, mod, ctx, rope, mask, context_kv, start, stop)  # noqa
+        x = run(x) if step_cache is None else step_cache.run_blocks(self, x, mod, run)
 
         shift, scale = (self.scale_shift_table[:, None] + temb[:, :, None].float()).unbind(-2)
         x = (self.norm_out(x.float()) * (1 + scale) + shift).type_as(x)
         x = self.proj_out(x)
         return self.unpatchify(x, grid)
+
+    def run_blocks(self, x, mod, ctx, rope, mask, context_kv, start: int = 0, stop: Optional[int] = None):
+        """Blocks ``start``..``stop`` of the stack on tokens x."""
+        for blk, kv in zip(self.blocks[start:stop], context_kv[start:stop]):
+            x = blk(x, mod, ctx, rope, mask, kv)
+        return x
 
     def unpatchify(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         """(B, L, C*pt*ph*pw) tokens -> (B, C, T, H, W) latents."""
