@@ -116,7 +116,8 @@ class Scene:
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.objects) <= MAX_OBJECTS:
-            raise _error(f"a prompt has 1 to {MAX_OBJECTS} objects, got {len(self.objects)}")
+            raise _error(f"a prompt has 1 to {MAX_OBJECTS} objects, got {len(self.objects)}: drop some, or "
+                         "spread them over several shots")
         if self.background not in BACKGROUNDS:
             raise _error(f"unknown background {self.background!r}")
         keys = [o.key for o in self.objects]

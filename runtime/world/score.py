@@ -69,6 +69,7 @@ class ObjectScore:
     temporal: Optional[float]
     seen_shape: Optional[str]
     seen_motion: Optional[str]
+    motion_fits: Optional[dict] = None   # fit of the track to every motion of the grammar
 
 
 @dataclass
@@ -357,7 +358,7 @@ def _score_shot(an: _Analysis, scene: Scene, background: str, frames: range, fps
             seen_shape = max(SHAPES, key=seen.count)
         else:
             shape_score, seen_shape = (0.0, None)
-        motion = seen_motion = temporal = None
+        motion = seen_motion = temporal = fits = None
         if n > 1:
             fits = _motion_fits(tr, n, fps, an.h, an.w)
             motion = fits[obj.motion]
@@ -365,7 +366,7 @@ def _score_shot(an: _Analysis, scene: Scene, background: str, frames: range, fps
             seen_motion = best if fits[best] >= 0.3 else None
             temporal = _temporal_track(tr, _max_step(obj.motion, n, fps, an.h, an.w), an.h, an.w)
         objects.append(ObjectScore(obj.name, presence, float(shape_score), motion, temporal, seen_shape,
-                                   seen_motion))
+                                   seen_motion, fits))
     bgs = [bg_seen[f] for f in frames]
     bg_score = sum(b == background for b in bgs) / n
     crit = {"presence": float(np.mean([o.presence for o in objects])),

@@ -1,0 +1,161 @@
+"""Scorer validation with numbers: ground truth scores high, wrong prompts / shuffled frames / noise low,
+each criterion reacts to its own defect, and blur + colour shifts barely matter."""
+import time
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from vidrt.errors import ShapeError
+from vidrt.world import MOTIONS, parse, render, render_shots, sample_prompt, score
+
+SIZES = [(64, 64, 17), (64, 64, 33), (128, 128, 33), (64, 128, 17), (96, 64, 33), (64, 64, 1), (128, 96, 1),
+         (80, 48, 17), (64, 96, 33)]
+
+
+def _different_prompt(rng, prompt):
+    objects = set(parse(prompt).objects)
+    while True:
+        q = sample_prompt(rng)
+        if set(parse(q).objects) != objects:
+            return q
+
+
+def _degrade(frames, rng, sigma=1.0, shift=25.0, noise=8.0):
+    """Blur (sigma in pixels at 64 px), contrast 0.9, per-channel colour shift and Gaussian noise."""
+    sigma = sigma * min(frames.shape[1:3]) / 64
+    out = np.stack([np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(sigma))) for f in frames])
+    out = out.astype(np.float32) * 0.9 + 10 + rng.uniform(-shift, shift, 3) + rng.normal(0, noise, out.shape)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    rng = np.random.default_rng(2024)
+    out = []
+    for i in range(36):
+        p = sample_prompt(rng)
+        h, w, t = SIZES[i % len(SIZES)]
+        out.append((p, render(p, h, w, t, seed=i)))
+    return out
+
+
+def test_ground_truth_scores_high_and_negatives_low(clips):
+    rng = np.random.default_rng(0)
+    gt, wrong, shuffled, shuffled_moving, noise = [], [], [], [], []
+    per_criterion: dict[str, list] = {}
+    for p, f in clips:
+        s = score(f, p)
+        gt.append(s.adherence)
+        for k, v in s.criteria.items():
+            per_criterion.setdefault(k, []).append(v)
+        wrong.append(score(f, _different_prompt(rng, p)).adherence)
+        if len(f) > 1:
+            a = score(f[rng.permutation(len(f))], p).adherence
+            shuffled.append(a)
+            if all(o.motion != "stays still" for o in parse(p).objects):
+                shuffled_moving.append(a)
+        noise.append(score(rng.integers(0, 256, f.shape, dtype=np.uint8), p).adherence)
+    sizes = sorted({f.shape[:3] for _, f in clips})
+    print(f"\n{len(clips)} prompts, (T,H,W) = {sizes}")
+    print("ground truth    mean %.3f min %.3f" % (np.mean(gt), np.min(gt)))
+    print("  per criterion " + ", ".join(f"{k} {np.mean(v):.3f}" for k, v in per_criterion.items()))
+    print("wrong prompt    mean %.3f max %.3f" % (np.mean(wrong), np.max(wrong)))
+    print("shuffled frames mean %.3f max %.3f (%d clips); all objects moving: mean %.3f (%d clips)"
+          % (np.mean(shuffled), np.max(shuffled), len(shuffled), np.mean(shuffled_moving), len(shuffled_moving)))
+    print("uniform noise   mean %.3f max %.3f" % (np.mean(noise), np.max(noise)))
+    assert {1, 17, 33} <= {f.shape[0] for _, f in clips} and any(f.shape[1] != f.shape[2] for _, f in clips)
+    assert np.mean(gt) >= 0.95 and np.min(gt) >= 0.9
+    assert np.mean(wrong) < 0.35
+    assert np.mean(shuffled) < 0.6 and np.mean(shuffled_moving) < 0.45
+    assert np.mean(noise) < 0.25 and np.max(noise) < 0.4
+
+
+def test_blur_and_colour_shift_barely_matter(clips):
+    rng = np.random.default_rng(1)
+    sharp, blurred = [], []
+    for p, f in clips[:18]:
+        sharp.append(score(f, p).adherence)
+        blurred.append(score(_degrade(f, rng), p).adherence)
+    print(f"\nblur 1px + colour shift 25 + noise 8: mean {np.mean(blurred):.3f} min {np.min(blurred):.3f} "
+          f"(sharp {np.mean(sharp):.3f})")
+    assert np.mean(blurred) >= 0.9
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_each_motion_is_recognised(motion):
+    seen = []
+    for seed, (h, w, t) in enumerate([(64, 64, 17), (64, 64, 33), (64, 128, 17), (96, 64, 33)]):
+        f = render(f"a green triangle {motion} and a white circle on a gray background", h, w, t, seed=seed)
+        s = score(f, f"a green triangle {motion} and a white circle on a gray background")
+        seen.append(s.objects[0].seen_motion)
+        assert s.objects[0].motion == 1.0 and s.adherence > 0.95
+        fits = s.objects[0].motion_fits
+        assert max(v for m, v in fits.items() if m != motion) < 0.35, fits
+    assert seen == [motion] * 4
+
+
+def test_each_criterion_reacts_to_its_own_defect():
+    p = "a red circle moves right and a yellow square stays still"
+    f = render(p, 64, 64, 17, seed=0)
+    base = score(f, p)
+    assert base.adherence == pytest.approx(1.0) and base.criteria == {
+        "presence": 1.0, "shape": 1.0, "motion": 1.0, "background": 1.0, "temporal": 1.0}
+    wrong_motion = score(f, "a red circle moves left and a yellow square stays still")
+    assert wrong_motion.motion == pytest.approx(0.5) and wrong_motion.presence == 1.0
+    wrong_shape = score(f, "a red triangle moves right and a yellow square stays still")
+    assert wrong_shape.shape == pytest.approx(0.5) and wrong_shape.motion == 1.0
+    wrong_color = score(f, "a blue circle moves right and a yellow square stays still")
+    assert wrong_color.presence == pytest.approx(0.5)
+    wrong_bg = score(f, p + " on a white background")
+    assert wrong_bg.background == 0.0 and wrong_bg.presence == 1.0
+    # the circle vanishes in 4 scattered frames: presence and temporal both drop
+    g = f.copy()
+    g[[3, 7, 11, 14]] = render("a yellow square stays still", 64, 64, 17, seed=0)[[3, 7, 11, 14]]
+    gap = score(g, p)
+    assert gap.presence < 0.9 and gap.temporal < 0.5 and gap.adherence < 0.8
+    # background flickers to gray every other frame
+    h = f.copy()
+    h[::2][(h[::2] == 0).all(-1)] = 128
+    assert score(h, p).temporal == 0.0
+    for s in (wrong_motion, wrong_shape, wrong_color, wrong_bg, gap):
+        assert s.adherence < 0.9    # one of two objects wrong in one criterion: 0.5 ** (1/5) = 0.87
+
+
+def test_shot_lists_score_continuity():
+    shots = ["a red circle moves right and a green triangle bounces",
+             "the red circle moves up and a blue square stays still",
+             "the red circle grows on a gray background",
+             "the green triangle moves left and the red circle moves down"]
+    f = render_shots(shots, 64, 96, frames_per_shot=17, seed=3)
+    s = score(f, shots)
+    assert s.adherence >= 0.95 and s.continuity == 1.0 and len(s.shots) == 4
+    # each shot rendered on its own: the referenced objects jump at the cuts
+    independent = np.concatenate([render(p.replace("the ", "a "), 64, 96, 17, seed=10 + i)
+                                  for i, p in enumerate(shots)])
+    t = score(independent, shots)
+    print(f"\nshots: ground truth {s.adherence:.3f} (continuity {s.continuity:.3f}); independent shots "
+          f"{t.adherence:.3f} (continuity {t.continuity:.3f})")
+    assert t.continuity < 0.3 and t.adherence < 0.7
+    lengths = [9, 17, 17, 20]
+    g = render_shots(shots, 64, 64, frames_per_shot=lengths, seed=1)
+    assert score(g, shots, shot_frames=lengths).adherence >= 0.95
+    with pytest.raises(ShapeError):
+        score(g, shots)                        # 63 frames do not split into 4 equal shots
+    with pytest.raises(ShapeError):
+        score(g, shots, shot_frames=[9, 17, 17, 21])
+
+
+def test_inputs_and_speed():
+    p = "a cyan square moves down and an orange triangle grows and a purple circle bounces"
+    f = render(p, 64, 64, 33, seed=4)
+    t0 = time.perf_counter()
+    s = score(f, p)
+    elapsed = time.perf_counter() - t0
+    print(f"\nscore of a 33x64x64 clip with 3 objects: {elapsed * 1000:.0f} ms")
+    assert elapsed < 1.0
+    assert score(f.astype(np.float32) / 255, p).adherence == pytest.approx(s.adherence)
+    img = render("a cyan square", 96, 64, 1, seed=0)
+    assert score(img[0], "a cyan square").adherence == pytest.approx(1.0)
+    with pytest.raises(ShapeError):
+        score(np.zeros((4, 64, 64)), p)
