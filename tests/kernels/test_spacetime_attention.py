@@ -182,3 +182,13 @@ def test_empty_and_keyless_inputs(device):
     assert sa.attention(q, k, v).shape == (1, 0, 1, 64)
     q, k, v = _qkv(1, 5, 0, 1, 64, device=device)
     assert sa.attention(q, k, v).abs().max() == 0
+
+
+def test_autotune_prune_prefers_tile_aligned_blocks_and_fits_head_dim():
+    configs = sa._gpu_configs()
+    kept = sa._prune_configs(configs, {"seq_bucket": 1 << 15}, MASK=2, D_PAD=128, TILE_T=1, TILE_H=8, TILE_W=8)
+    assert kept and all(64 % c.kwargs["BLOCK_M"] == 0 and 64 % c.kwargs["BLOCK_N"] == 0 for c in kept)
+    assert len(kept) < len(configs)
+    kept = sa._prune_configs(configs, {"seq_bucket": 1 << 15}, MASK=0, D_PAD=256)
+    assert kept and all(c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= 64 * 128 for c in kept)
+    assert len(kept) < len(configs)
