@@ -28,7 +28,7 @@ if not torch.cuda.is_available():  # before the Triton kernel modules are import
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_attention import GPU, GPU_NOTE, _time, environment  # noqa: E402
 
-from vidrt.kernels.adaln import adaln_modulate  # noqa: E402
+from vidrt.kernels.adaln import layernorm_modulate  # noqa: E402
 from vidrt.kernels.gated_residual import gated_residual  # noqa: E402
 from vidrt.kernels.rmsnorm import rms_norm  # noqa: E402
 
@@ -87,7 +87,7 @@ def ops(s: Shape, dtype: torch.dtype, device: str) -> list[tuple[str, Callable, 
     w = torch.randn(c, generator=g).to(device, dtype)
     e = x.element_size()
     return [
-        ("adaln", lambda: adaln_modulate(x, scale, shift), lambda: torch_adaln(x, scale, shift), 2 * b * n * c * e),
+        ("adaln", lambda: layernorm_modulate(x, shift, scale), lambda: torch_adaln(x, scale, shift), 2 * b * n * c * e),
         ("rmsnorm", lambda: rms_norm(x, w), lambda: torch_rms(x, w), 2 * b * n * c * e),
         ("gated_residual", lambda: gated_residual(x, y, gate), lambda: torch_gated(x, y, gate), 3 * b * n * c * e),
     ]

@@ -16,11 +16,11 @@ import triton.language as tl
 
 from vidrt.kernels._rows import check_channels, check_device, check_float, interpreting, modulation, row_launch
 
-__all__ = ["adaln_modulate", "adaln_modulate_reference"]
+__all__ = ["layernorm_modulate", "layernorm_modulate_reference"]
 
 
-def adaln_modulate_reference(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6,
-                             out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+def layernorm_modulate_reference(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6,
+                                 out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Pure-torch definition: fp32 LayerNorm without affine over the last dim, then modulate."""
     y = F.layer_norm(x.float(), (x.shape[-1],), eps=eps) * (1 + scale.float()) + shift.float()
     return y.to(out_dtype or x.dtype)
@@ -45,9 +45,11 @@ def _adaln_kernel(X, SCALE, SHIFT, OUT, n_rows, L, C, eps,
     tl.store(OUT + (b * sob + l * sol)[:, None] + cols, y.to(OUT.dtype.element_ty), mask=m)
 
 
-def adaln_modulate(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, eps: float = 1e-6,
-                   out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    """``LayerNorm(x) * (1 + scale) + shift`` for x (B, L, C); scale/shift (B, 1, C) or (B, L, C).
+def layernorm_modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = 1e-6,
+                       out_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """``LayerNorm(x) * (1 + scale) + shift`` for x (B, L, C); shift/scale (B, 1, C) or (B, L, C).
+
+    Argument order follows Wan's modulation chunks (shift, scale, gate).
 
     Returns a new contiguous (B, L, C) tensor in ``out_dtype`` (default x's dtype).
     """

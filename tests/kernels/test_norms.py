@@ -4,7 +4,7 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install 'vidrt[triton]')")
 
-from vidrt.kernels.adaln import adaln_modulate, adaln_modulate_reference  # noqa: E402
+from vidrt.kernels.adaln import layernorm_modulate, layernorm_modulate_reference  # noqa: E402
 from vidrt.kernels.gated_residual import gated_residual, gated_residual_reference  # noqa: E402
 from vidrt.kernels.rmsnorm import rms_norm, rms_norm_reference  # noqa: E402
 
@@ -29,7 +29,7 @@ def test_adaln_matches_reference(dtype, per_token, device):
     x = _rand(b, n, c, dtype=dtype, device=device, mean=0.5, std=3.0)
     scale = _rand(b, n if per_token else 1, c, device=device, seed=1, std=0.3)   # fp32, as Wan's temb path
     shift = _rand(b, n if per_token else 1, c, device=device, seed=2)
-    _close(adaln_modulate(x, scale, shift), adaln_modulate_reference(x, scale, shift), dtype)
+    _close(layernorm_modulate(x, shift, scale), layernorm_modulate_reference(x, shift, scale), dtype)
 
 
 def test_adaln_matches_diffusers_wan_formula(device):
@@ -37,8 +37,8 @@ def test_adaln_matches_diffusers_wan_formula(device):
     scale, shift = _rand(1, 1, 130, device=device, seed=3), _rand(1, 1, 130, device=device, seed=4)
     norm = torch.nn.LayerNorm(130, eps=1e-6, elementwise_affine=False)
     wan = (norm(x.float()) * (1 + scale) + shift).type_as(x)
-    _close(adaln_modulate(x, scale, shift, eps=1e-6), wan, torch.bfloat16)
-    out32 = adaln_modulate(x, scale, shift, out_dtype=torch.float32)
+    _close(layernorm_modulate(x, shift, scale, eps=1e-6), wan, torch.bfloat16)
+    out32 = layernorm_modulate(x, shift, scale, out_dtype=torch.float32)
     assert out32.dtype == torch.float32
     torch.testing.assert_close(out32, norm(x.float()) * (1 + scale) + shift, rtol=1e-5, atol=1e-5)
 
@@ -78,17 +78,17 @@ def test_gated_residual(dtype, per_token, device):
 def test_single_token_and_broadcast_batch(device):
     x = _rand(3, 1, 64, device=device)
     scale, shift = _rand(1, 1, 64, device=device, seed=9), _rand(3, 1, 64, device=device, seed=10)
-    _close(adaln_modulate(x, scale, shift), adaln_modulate_reference(x, scale, shift), torch.float32)
+    _close(layernorm_modulate(x, shift, scale), layernorm_modulate_reference(x, shift, scale), torch.float32)
 
 
 def test_bad_inputs(device):
     x = _rand(2, 5, 32, device=device)
     with pytest.raises(ValueError, match=r"scale has shape \(2, 5, 16\)"):
-        adaln_modulate(x, x[..., :16], x)
-    with pytest.raises(ValueError, match="expected \\(2, 1, 32\\)"):
-        adaln_modulate(x, x[:, :1], x[:, :2])
+        layernorm_modulate(x, x, x[..., :16])
+    with pytest.raises(ValueError, match=r"shift has shape \(2, 2, 32\)"):
+        layernorm_modulate(x, x[:, :2], x[:, :1])
     with pytest.raises(ValueError, match="batch, tokens, channels"):
-        adaln_modulate(x[0], x[:, :1], x[:, :1])
+        layernorm_modulate(x[0], x[:, :1], x[:, :1])
     with pytest.raises(ValueError, match="weight shape"):
         rms_norm(x, torch.ones(31, device=device))
     with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
@@ -97,3 +97,17 @@ def test_bad_inputs(device):
         gated_residual(x, x[:, :4], x[:, :1])
     with pytest.raises(ValueError, match="gate has shape"):
         gated_residual(x, x, x[:1, :2])
+
+
+@pytest.mark.parametrize("per_token", [False, True])
+def test_dit_block_call_pattern_with_strided_modulation_views(per_token, device):
+    """As runtime/models/dit.py calls them: shift/scale/gate unbound from a (B, 1|L, 6, C) tensor."""
+    b, n, c = 2, 7, 64
+    x = _rand(b, n, c, dtype=torch.bfloat16, device=device)
+    y = _rand(b, n, c, dtype=torch.bfloat16, device=device, seed=11)
+    mod = _rand(b, n if per_token else 1, 6, c, device=device, seed=12)
+    shift, scale, gate = mod.unbind(-2)[:3]
+    assert not shift.is_contiguous()
+    norm = torch.nn.LayerNorm(c, eps=1e-6, elementwise_affine=False)
+    _close(layernorm_modulate(x, shift, scale, 1e-6), (norm(x.float()) * (1 + scale) + shift).type_as(x), torch.bfloat16)
+    _close(gated_residual(x, y, gate), (x.float() + y.float() * gate).type_as(x), torch.bfloat16)
