@@ -1,0 +1,655 @@
+#!/usr/bin/env python
+"""Train vidrt's embedded default model from scratch on the synthetic world and export it.
+
+Stages (each resumable from the last checkpoint under --workdir):
+
+1. ``vae``: a small Wan-layout causal 3D VAE (4x time, 8x space) trained on world renders rendered on
+   the fly from *training* prompts only (the held-out split of ``vidrt.world`` never enters training):
+   1-frame images and 5/9/17-frame windows of 33-frame clips at several sizes. Loss: L1 + L2 on pixels in
+   [-1, 1] + a small KL. Afterwards the per-channel latent mean/std are measured and stored in the VAE
+   config (``latents_mean`` / ``latents_std``), so the DiT sees unit-scale latents.
+2. ``dit``: the VAE is frozen. A streaming latent cache (per bucket, ring buffer) is filled with encoded
+   training clips, and every step encodes a few new ones, so data grows as training goes on while each
+   clip is reused. A Wan DiT plus a small UMT5 text encoder (trained jointly with the DiT: it must bind
+   colour/shape/motion words of several objects, which a frozen random encoder does poorly) learn the
+   rectified-flow velocity: x_s = (1 - s) x0 + s noise, target = noise - x0, timestep = 1000 s, with
+   s ~ logit-normal(0, 1). The text is replaced by the empty prompt (the negative prompt) 10 % of the
+   time for classifier-free guidance. Buckets: 1, 17 and 33 frames at 16 fps, 64x64 ... 128x128
+   including non-square sizes. EMA weights are exported.
+3. ``export``: diffusers modules (AutoencoderKLWan, WanTransformer3DModel, UMT5EncoderModel) get the
+   trained state dicts with strict=True and ``WanPipeline.save_pretrained`` writes the folder (fp32
+   safetensors), plus ``vidrt.json`` with the generation defaults.
+4. ``eval``: VAE held-out PSNR; prompt adherence of generated held-out clips (benchmarks/eval_default_model.py).
+
+Usage::
+
+    python tools/train_default_model.py --preset full            # ~2 h on a 2-core CPU, resumes if restarted
+    python tools/train_default_model.py --preset smoke --workdir /tmp/w --out /tmp/model
+    python tools/train_default_model.py --export-only            # export from the latest checkpoint now
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vidrt.models.dit import DiTConfig, WanDiT
+from vidrt.models.text import build_word_tokenizer, clean_prompt
+from vidrt.models.vae import LatentDistribution, TemporalCache, VAEConfig, WanVAE
+from vidrt.world.grammar import held_out_prompts, is_held_out, sample_train_prompt, vocabulary
+from vidrt.world.render import render
+
+logger = logging.getLogger("train_default_model")
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "runtime" / "assets" / "default"
+FPS = 16
+
+
+# ----------------------------------------------------------------------------------------- presets
+
+@dataclass
+class Preset:
+    """Everything that defines a training run (the seed and this make it reproducible)."""
+
+    name: str
+    # VAE
+    vae_base_dim: int = 12
+    vae_z_dim: int = 16
+    vae_dim_mult: tuple = (1, 2, 4, 4)
+    vae_steps: int = 2500
+    vae_lr: float = 6e-4
+    vae_kl: float = 1e-4
+    # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
+    # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
+    vae_buckets: tuple = ((1, 64, 64, 32, 16, 2), (1, 128, 128, 64, 4, 1), (1, 64, 64, 0, 4, 1),
+                          (1, 96, 64, 0, 2, 0.5), (5, 64, 64, 32, 4, 2), (9, 64, 64, 32, 2, 2),
+                          (17, 64, 64, 32, 1, 2), (17, 64, 64, 0, 1, 0.5))
+    # DiT
+    dit_dim: int = 128
+    dit_heads: int = 2
+    dit_layers: int = 4
+    dit_ffn: int = 384
+    dit_freq_dim: int = 128
+    text_dim: int = 128
+    text_layers: int = 2
+    text_heads: int = 2
+    text_ff: int = 256
+    max_text_len: int = 32
+    dit_steps: int = 4000
+    dit_lr: float = 4e-4
+    dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (max 32)
+    cfg_dropout: float = 0.1
+    ema_decay: float = 0.998
+    # (frames, height, width, weight): weight of the bucket in training and in new data
+    dit_buckets: tuple = ((1, 64, 64, 2), (1, 96, 64, 0.5), (1, 64, 96, 0.5), (1, 64, 128, 0.3),
+                          (1, 128, 64, 0.3), (1, 128, 128, 0.3), (17, 64, 64, 2), (17, 96, 64, 0.5),
+                          (17, 64, 96, 0.5), (33, 64, 64, 4), (33, 96, 64, 0.7), (33, 64, 96, 0.7),
+                          (33, 64, 128, 0.3), (33, 128, 64, 0.3), (33, 128, 128, 0.3))
+    cache_per_bucket: int = 600          # ring buffer size per bucket
+    cache_warm: int = 24                 # clips encoded per bucket before DiT training starts (x weight)
+    new_clips_per_step: float = 1.0      # newly rendered + encoded clips per DiT step (fractional: on average)
+    # generation defaults written to vidrt.json
+    gen_height: int = 64
+    gen_width: int = 64
+    gen_frames: int = 33
+    gen_steps: int = 20
+    gen_guidance: float = 5.0
+    gen_shift: float = 2.0
+    # eval
+    eval_vae_prompts: int = 24
+    stats_clips: int = 48                # clips measured for the latent mean / std
+    eval_prompts: int = 72
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+
+
+PRESETS = {
+    "full": Preset("full"),
+    "smoke": Preset(
+        "smoke", vae_base_dim=4, vae_z_dim=4, vae_dim_mult=(1, 1, 2, 2), vae_steps=6, vae_lr=1e-3,
+        vae_buckets=((1, 32, 32, 0, 2, 1), (5, 64, 64, 32, 1, 1)),
+        dit_dim=32, dit_heads=2, dit_layers=1, dit_ffn=64, dit_freq_dim=32, text_dim=32, text_layers=1,
+        text_heads=2, text_ff=32, dit_steps=6, dit_tokens_per_batch=64,
+        dit_buckets=((1, 32, 32, 1), (5, 32, 32, 1), (1, 32, 48, 1)), cache_per_bucket=8, cache_warm=2,
+        gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
+        checkpoint_minutes=0.0, log_every=2),
+}
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def render_clip(prompt: str, frames: int, height: int, width: int, seed: int) -> torch.Tensor:
+    """A world render as (3, T, H, W) float in [-1, 1]."""
+    x = render(prompt, height, width, frames, FPS, seed)
+    return torch.from_numpy(x).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+_TEXT_VARIANTS = ((" moves left", " moves to the left"), (" moves right", " moves to the right"),
+                  (" moves up", " moves to the up"), (" moves down", " moves to the down"), (" gray ", " grey "))
+
+
+def vary_text(prompt: str, rng: np.random.Generator) -> str:
+    """Same scene, other accepted wording ('moves to the left', 'grey'), so the tokenizer's words are all seen."""
+    for a, b in _TEXT_VARIANTS:
+        if a in prompt and rng.random() < 0.15:
+            prompt = prompt.replace(a, b)
+    return prompt
+
+
+def vae_batch(preset: Preset, rng: np.random.Generator) -> torch.Tensor:
+    buckets = preset.vae_buckets
+    w = np.array([b[5] for b in buckets], float)
+    frames, h, wd, crop, bs, _ = buckets[int(rng.choice(len(buckets), p=w / w.sum()))]
+    clips = []
+    for _ in range(bs):
+        prompt = sample_train_prompt(rng)
+        seed = int(rng.integers(2**31))
+        if frames == 1:
+            # a frame from anywhere in a clip, so objects in mid-motion (grown, moved) are seen too
+            full = render_clip(prompt, 33, h, wd, seed)
+            k = int(rng.integers(33))
+            clips.append(full[:, k:k + 1])
+        else:
+            full = render_clip(prompt, 33, h, wd, seed)
+            start = int(rng.integers(0, 33 - frames + 1))
+            clips.append(full[:, start:start + frames])
+        if crop:
+            y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, wd - crop + 1))
+            clips[-1] = clips[-1][:, :, y0:y0 + crop, x0:x0 + crop]
+    return torch.stack(clips)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR (dB) between videos in [-1, 1], measured on their uint8 frames."""
+    qa = ((a.clamp(-1, 1) + 1) * 127.5).round()
+    qb = ((b.clamp(-1, 1) + 1) * 127.5).round()
+    mse = float((qa - qb).double().pow(2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+# ------------------------------------------------------------------------------------------- models
+
+def make_vae(p: Preset) -> WanVAE:
+    cfg = VAEConfig(base_dim=p.vae_base_dim, z_dim=p.vae_z_dim, dim_mult=p.vae_dim_mult, num_res_blocks=1,
+                    temperal_downsample=(False, True, True)[: len(p.vae_dim_mult) - 1],
+                    latents_mean=(0.0,) * p.vae_z_dim, latents_std=(1.0,) * p.vae_z_dim)
+    return WanVAE(cfg)
+
+
+def make_dit(p: Preset) -> WanDiT:
+    cfg = DiTConfig(num_attention_heads=p.dit_heads, attention_head_dim=p.dit_dim // p.dit_heads,
+                    in_channels=p.vae_z_dim, out_channels=p.vae_z_dim, text_dim=p.text_dim, freq_dim=p.dit_freq_dim,
+                    ffn_dim=p.dit_ffn, num_layers=p.dit_layers, cross_attn_norm=True,
+                    qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+    return WanDiT(cfg)
+
+
+def make_tokenizer(p: Preset):
+    return build_word_tokenizer(vocabulary(), model_max_length=p.max_text_len)
+
+
+def make_text_encoder(p: Preset, vocab_size: int):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    cfg = UMT5Config(vocab_size=vocab_size, d_model=p.text_dim, d_kv=p.text_dim // p.text_heads, d_ff=p.text_ff,
+                     num_layers=p.text_layers, num_heads=p.text_heads, relative_attention_num_buckets=16,
+                     relative_attention_max_distance=32, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+                     pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    return UMT5EncoderModel(cfg)
+
+
+def encode_text(tokenizer, model, prompts: list[str], max_len: int) -> torch.Tensor:
+    """Prompts -> (B, max_len, d) hidden states zero-padded after each prompt, as vidrt's TextEncoder does
+    (but with gradients)."""
+    prompts = [clean_prompt(x) for x in prompts]
+    tok = tokenizer(prompts, padding="max_length", max_length=max_len, truncation=True, add_special_tokens=True,
+                    return_attention_mask=True, return_tensors="pt")
+    dev = next(model.parameters()).device
+    ids, mask = tok.input_ids.to(dev), tok.attention_mask.to(dev)
+    hidden = model(ids, mask).last_hidden_state
+    return hidden * mask[..., None].to(hidden.dtype)
+
+
+def vae_moments(vae: WanVAE, video: torch.Tensor) -> LatentDistribution:
+    """Encoder pass with gradients (one shot: equal to the chunked inference encode)."""
+    return LatentDistribution.from_moments(vae.quant_conv(vae.encoder(video, TemporalCache())))
+
+
+def vae_decode_train(vae: WanVAE, z: torch.Tensor) -> torch.Tensor:
+    """Decoder pass with gradients (unclamped; equal to the streamed inference decode before clamping)."""
+    return vae.decoder(vae.post_quant_conv(z), TemporalCache())
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+
+
+def lr_at(step: int, total: int, base: float, warmup: int = 100) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    frac = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+# -------------------------------------------------------------------------------------- checkpoints
+
+class Checkpoints:
+    """Atomic torch.save of the run state under the workdir; ``latest`` finds the newest one."""
+
+    def __init__(self, workdir: Path):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def save(self, name: str, state: dict) -> None:
+        tmp = self.dir / f".{name}.tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.dir / name)
+        logger.info("checkpoint %s saved", self.dir / name)
+
+    def load(self, name: str) -> Optional[dict]:
+        path = self.dir / name
+        if not path.is_file():
+            return None
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return {"np": rng.bit_generator.state, "torch": torch.get_rng_state(), "py": random.getstate()}
+
+
+def set_rng_state(rng: np.random.Generator, s: dict) -> None:
+    rng.bit_generator.state = s["np"]
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["py"])
+
+
+# --------------------------------------------------------------------------------------- VAE stage
+
+def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
+    state = ck.load("vae.pt")
+    torch.manual_seed(seed)
+    vae = make_vae(p).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=p.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    step = 0
+    if state is not None:
+        vae.load_state_dict(state["model"])
+        if state.get("done"):
+            vae.config = dataclasses.replace(vae.config, **state["latent_stats"])
+            logger.info("VAE: trained (step %d), loaded from %s", state["step"], ck.dir / "vae.pt")
+            return vae.eval().requires_grad_(False)
+        opt.load_state_dict(state["opt"])
+        set_rng_state(rng, state["rng"])
+        step = state["step"]
+        logger.info("VAE: resuming at step %d", step)
+    n_params = sum(x.numel() for x in vae.parameters())
+    logger.info("VAE: %s, %.2fM parameters, %d steps", vae.config, n_params / 1e6, p.vae_steps)
+    t_start, t_ckpt = time.time(), time.time()
+    elapsed0 = state.get("elapsed", 0.0) if state else 0.0
+    run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
+
+    def snapshot(done: bool, extra: Optional[dict] = None) -> dict:
+        s = {"model": vae.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng), "step": step, "done": done,
+             "elapsed": elapsed0 + time.time() - t_start, "preset": dataclasses.asdict(p)}
+        s.update(extra or {})
+        return s
+
+    bar = tqdm(total=p.vae_steps, initial=step, desc="vae", unit="step", mininterval=10)
+    vae.train()
+    while step < p.vae_steps:
+        if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
+            logger.warning("VAE: time budget of %.0f min reached at step %d of %d; moving on", max_minutes, step,
+                           p.vae_steps)
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, p.vae_steps, p.vae_lr)
+        x = vae_batch(p, rng).to(device)
+        dist = vae_moments(vae, x)
+        z = dist.mean + torch.randn_like(dist.mean) * dist.std
+        y = vae_decode_train(vae, z)
+        l1 = (y - x).abs().mean()
+        mse = (y - x).pow(2).mean()
+        kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
+        loss = l1 + mse + p.vae_kl * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update()
+        for k, v in (("l1", l1), ("mse", mse), ("kl", kl)):
+            run[k] += float(v.detach())
+        run["n"] += 1
+        if step % p.log_every == 0 or step == p.vae_steps:
+            n = run.pop("n")
+            rmse = math.sqrt(run["mse"] / n)
+            logger.info("VAE step %d (%.1f min): l1 %.4f mse %.5f (~%.1f dB) kl %.2f lr %.2e", step, (elapsed0 + time.time() - t_start) / 60,
+                        run["l1"] / n, run["mse"] / n, 20 * math.log10(2 / max(rmse, 1e-8)), run["kl"] / n, opt.param_groups[0]["lr"])
+            run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
+        if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
+            ck.save("vae.pt", snapshot(False))
+            t_ckpt = time.time()
+    bar.close()
+    vae.eval().requires_grad_(False)
+    stats = latent_stats(vae, p, seed, device, p.stats_clips)
+    vae.config = dataclasses.replace(vae.config, **stats)
+    ck.save("vae.pt", snapshot(True, {"latent_stats": stats}))
+    logger.info("VAE: done at step %d in %.1f min; latent mean %s std %s", step,
+                (elapsed0 + time.time() - t_start) / 60, np.round(stats["latents_mean"], 2).tolist(),
+                np.round(stats["latents_std"], 2).tolist())
+    return vae
+
+
+@torch.no_grad()
+def latent_stats(vae: WanVAE, p: Preset, seed: int, device: torch.device, n: int = 32) -> dict:
+    """Per-channel mean / std of the latent means of training clips (stored in the VAE config)."""
+    rng = np.random.default_rng(seed + 7)
+    zs = []
+    for i in range(n):
+        frames = 1 if i % 4 == 0 else 17
+        size = 64 if p.gen_height >= 64 else 32
+        x = render_clip(sample_train_prompt(rng), frames, size, size, int(rng.integers(2**31)))[None].to(device)
+        zs.append(vae.encode_distribution(x).mean.transpose(0, 1).flatten(1))
+    z = torch.cat(zs, 1)
+    return {"latents_mean": tuple(float(v) for v in z.mean(1)),
+            "latents_std": tuple(max(float(v), 1e-3) for v in z.std(1))}
+
+
+@torch.no_grad()
+def eval_vae(vae: WanVAE, n: int, device: torch.device) -> dict:
+    """Reconstruction PSNR (uint8 frames) on held-out prompts through the inference encode/decode path."""
+    out = {}
+    prompts = held_out_prompts()[:n]
+    shapes = ((1, 64, 64), (17, 64, 64), (33, 64, 64), (33, 96, 64), (33, 128, 128)) if n >= 8 else ((1, 32, 32),)
+    for frames, h, w in shapes:
+        vals = []
+        for i, prompt in enumerate(prompts[: max(2, n // (4 if h * w > 64 * 64 else 1))]):
+            x = render_clip(prompt, frames, h, w, 1000 + i)[None].to(device)
+            y = vae.decode(vae.encode(x))
+            vals.append(psnr(x, y))
+        out[f"{frames}x{h}x{w}"] = float(np.mean(vals))
+    out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+# --------------------------------------------------------------------------------------- DiT stage
+
+class LatentCache:
+    """Per-bucket ring buffers of (normalised latent, prompt) from training clips, grown during training."""
+
+    def __init__(self, p: Preset):
+        self.p = p
+        self.buckets = [tuple(b[:3]) for b in p.dit_buckets]
+        w = np.array([b[3] for b in p.dit_buckets], float)
+        self.weights = w / w.sum()
+        self.items: dict[tuple, list] = {b: [] for b in self.buckets}
+        self.added = 0
+
+    def state(self) -> dict:
+        return {"items": {str(k): v for k, v in self.items.items()}, "added": self.added}
+
+    def load(self, s: dict) -> None:
+        for b in self.buckets:
+            self.items[b] = s["items"].get(str(b), [])
+        self.added = s["added"]
+
+    @torch.no_grad()
+    def add(self, vae: WanVAE, bucket: tuple, rng: np.random.Generator, device: torch.device) -> None:
+        frames, h, w = bucket
+        prompt = sample_train_prompt(rng)
+        assert not is_held_out(prompt)
+        x = render_clip(prompt, frames, h, w, int(rng.integers(2**31)))[None].to(device)
+        z = vae.normalize(vae.encode(x))[0].to("cpu", torch.float16)
+        items = self.items[bucket]
+        if len(items) < self.p.cache_per_bucket:
+            items.append((z, prompt))
+        else:
+            items[int(rng.integers(len(items)))] = (z, prompt)
+        self.added += 1
+
+    def add_random(self, vae: WanVAE, rng: np.random.Generator, device: torch.device) -> None:
+        self.add(vae, self.buckets[int(rng.choice(len(self.buckets), p=self.weights))], rng, device)
+
+    def tokens(self, bucket: tuple) -> int:
+        frames, h, w = bucket
+        return ((frames - 1) // 4 + 1) * (h // 16) * (w // 16)
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+        bucket = self.buckets[int(rng.choice(len(self.buckets), p=self.weights))]
+        items = self.items[bucket]
+        bs = max(1, min(32, self.p.dit_tokens_per_batch // self.tokens(bucket)))
+        idx = rng.integers(len(items), size=bs)
+        return torch.stack([items[i][0] for i in idx]).float(), [items[i][1] for i in idx]
+
+
+def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.device,
+              max_minutes: Optional[float], stop_at: Optional[float]) -> dict:
+    tokenizer = make_tokenizer(p)
+    torch.manual_seed(seed + 1)
+    dit = make_dit(p).to(device)
+    text = make_text_encoder(p, len(tokenizer)).to(device)
+    ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+    params = list(dit.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=p.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
+    rng = np.random.default_rng(seed + 1)
+    cache = LatentCache(p)
+    step, elapsed0 = 0, 0.0
+    state = ck.load("dit.pt")
+    if state is not None:
+        dit.load_state_dict(state["dit"]), text.load_state_dict(state["text"])
+        ema_dit.load_state_dict(state["ema_dit"]), ema_text.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["opt"])
+        cache.load(state["cache"])
+        set_rng_state(rng, state["rng"])
+        step, elapsed0 = state["step"], state.get("elapsed", 0.0)
+        logger.info("DiT: resuming at step %d (%d cached clips)", step, sum(map(len, cache.items.values())))
+        if step >= p.dit_steps:
+            return state
+    logger.info("DiT: %s, %.2fM parameters; text encoder %.2fM parameters; %d steps", dit.config,
+                sum(x.numel() for x in dit.parameters()) / 1e6, sum(x.numel() for x in text.parameters()) / 1e6,
+                p.dit_steps)
+    if cache.added == 0:
+        t0 = time.time()
+        for b, w in zip(cache.buckets, cache.weights * len(cache.buckets)):
+            for _ in range(max(1, int(round(p.cache_warm * w)))):
+                cache.add(vae, b, rng, device)
+        logger.info("DiT: latent cache warmed with %d clips in %.1f s", cache.added, time.time() - t0)
+
+    t_start, t_ckpt = time.time(), time.time()
+    run_loss, run_n = 0.0, 0
+
+    def snapshot(done: bool) -> dict:
+        return {"dit": dit.state_dict(), "text": text.state_dict(), "ema_dit": ema_dit.state_dict(),
+                "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "cache": cache.state(),
+                "rng": rng_state(rng), "step": step, "done": done, "elapsed": elapsed0 + time.time() - t_start,
+                "preset": dataclasses.asdict(p)}
+
+    bar = tqdm(total=p.dit_steps, initial=step, desc="dit", unit="step", mininterval=10)
+    dit.train(), text.train()
+    stopped_early = False
+    while step < p.dit_steps:
+        if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
+            logger.warning("DiT: time budget of %.0f min reached at step %d of %d", max_minutes, step, p.dit_steps)
+            stopped_early = True
+            break
+        if stop_at is not None and time.time() > stop_at:
+            logger.warning("DiT: --stop-at reached at step %d of %d", step, p.dit_steps)
+            stopped_early = True
+            break
+        # new data: on average new_clips_per_step clips per step
+        n_new = int(p.new_clips_per_step) + int(rng.random() < p.new_clips_per_step % 1)
+        for _ in range(n_new):
+            cache.add_random(vae, rng, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, p.dit_steps, p.dit_lr, warmup=200)
+        x0, prompts = cache.batch(rng)
+        x0 = x0.to(device)
+        prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
+        b = x0.shape[0]
+        s = torch.sigmoid(torch.randn(b, device=device))
+        noise = torch.randn_like(x0)
+        sv = s.view(b, 1, 1, 1, 1)
+        xt = (1 - sv) * x0 + sv * noise
+        ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
+        pred = dit(xt, s * 1000, ctx)
+        loss = F.mse_loss(pred.float(), (noise - x0).float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(p.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema_dit, dit, decay), ema_update(ema_text, text, decay)
+        step += 1
+        bar.update()
+        run_loss += float(loss.detach())
+        run_n += 1
+        if step % p.log_every == 0 or step == p.dit_steps:
+            logger.info("DiT step %d (%.1f min): loss %.4f lr %.2e cache %d clips (%d encoded)", step,
+                        (elapsed0 + time.time() - t_start) / 60, run_loss / run_n,
+                        opt.param_groups[0]["lr"], sum(map(len, cache.items.values())), cache.added)
+            run_loss, run_n = 0.0, 0
+        if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
+            ck.save("dit.pt", snapshot(False))
+            t_ckpt = time.time()
+    bar.close()
+    state = snapshot(not stopped_early)
+    ck.save("dit.pt", state)
+    logger.info("DiT: %s at step %d after %.1f min", "done" if not stopped_early else "paused", step,
+                state["elapsed"] / 60)
+    return state
+
+
+# ------------------------------------------------------------------------------------------- export
+
+def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
+    """Write the diffusers WanPipeline folder + vidrt.json; returns a summary (sizes, step counts)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+
+    tokenizer = make_tokenizer(p)
+    vc = vae.config
+    d_vae = AutoencoderKLWan(base_dim=vc.base_dim, z_dim=vc.z_dim, dim_mult=list(vc.dim_mult),
+                             num_res_blocks=vc.num_res_blocks, attn_scales=[],
+                             temperal_downsample=list(vc.temperal_downsample),
+                             latents_mean=list(vc.latents_mean), latents_std=list(vc.latents_std))
+    d_vae.load_state_dict(vae.state_dict(), strict=True)
+    dc = make_dit(p).config
+    d_dit = WanTransformer3DModel(patch_size=tuple(dc.patch_size), num_attention_heads=dc.num_attention_heads,
+                                  attention_head_dim=dc.attention_head_dim, in_channels=dc.in_channels,
+                                  out_channels=dc.out_channels, text_dim=dc.text_dim, freq_dim=dc.freq_dim,
+                                  ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
+                                  qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
+    d_dit.load_state_dict(dit_state["ema_dit"], strict=True)
+    te = make_text_encoder(p, len(tokenizer))
+    te_state = dict(dit_state["ema_text"])
+    te.load_state_dict(te_state, strict=True)
+    sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
+                                    flow_shift=p.gen_shift)
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=te.eval(), vae=d_vae.eval(), transformer=d_dit.eval(),
+                       scheduler=sched)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.rglob("*.safetensors"):
+        old.unlink()
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    defaults = {"height": p.gen_height, "width": p.gen_width, "num_frames": p.gen_frames, "steps": p.gen_steps,
+                "guidance": p.gen_guidance, "fps": FPS, "max_sequence_length": p.max_text_len, "sampler": "auto",
+                "shift": p.gen_shift, "negative_prompt": ""}
+    info = {"preset": p.name, "dit_step": dit_state["step"], "dit_steps_planned": p.dit_steps,
+            "dit_done": bool(dit_state.get("done")), "trained_minutes_dit": round(dit_state.get("elapsed", 0) / 60, 1)}
+    (out / "vidrt.json").write_text(json.dumps({**defaults, "_training": info}, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    logger.info("exported %s: %.1f MB of safetensors", out, size / 1e6)
+    return {**info, "safetensors_mb": round(size / 1e6, 2)}
+
+
+# ------------------------------------------------------------------------------------------- main
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    ap.add_argument("--workdir", type=Path, default=None, help="checkpoints and logs (default runs/default_model/)")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="export folder (default runtime/assets/default/)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--vae-steps", type=int, default=None)
+    ap.add_argument("--dit-steps", type=int, default=None)
+    ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
+    ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
+    ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
+    ap.add_argument("--export-only", action="store_true", help="export the latest checkpoint (EMA) and exit")
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--eval", action="store_true", help="also run the adherence evaluation after export")
+    args = ap.parse_args(argv)
+
+    p = dataclasses.replace(PRESETS[args.preset])
+    if args.vae_steps is not None:
+        p.vae_steps = args.vae_steps
+    if args.dit_steps is not None:
+        p.dit_steps = args.dit_steps
+    workdir = args.workdir or REPO / "runs" / ("default_model" if p.name == "full" else f"default_model_{p.name}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(workdir / "run.log")])
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    random.seed(args.seed)
+    ck = Checkpoints(workdir)
+    logger.info("preset %s, seed %d, device %s, workdir %s", p.name, args.seed, device, workdir)
+    times: dict[str, float] = {}
+
+    if args.export_only:
+        vstate, dstate = ck.load("vae.pt"), ck.load("dit.pt")
+        if vstate is None or not vstate.get("done") or dstate is None:
+            logger.error("nothing to export: %s needs a finished VAE (vae.pt) and a DiT checkpoint (dit.pt)", workdir)
+            return 2
+        vae = make_vae(p)
+        vae.load_state_dict(vstate["model"])
+        vae.config = dataclasses.replace(vae.config, **vstate["latent_stats"])
+        summary = export(p, vae, dstate, args.out)
+        (workdir / "export.json").write_text(json.dumps(summary, indent=2))
+        return 0
+
+    t0 = time.time()
+    vae = train_vae(p, ck, args.seed, device, args.vae_max_minutes)
+    times["vae_s"] = time.time() - t0
+    summary: dict[str, Any] = {"preset": p.name, "seed": args.seed}
+    t0 = time.time()
+    summary["vae_psnr"] = eval_vae(vae, p.eval_vae_prompts, device)
+    logger.info("VAE held-out PSNR: %s", summary["vae_psnr"])
+    t0 = time.time()
+    dit_state = train_dit(p, ck, vae, args.seed, device, args.dit_max_minutes, args.stop_at)
+    times["dit_s"] = time.time() - t0
+    summary["times"] = times
+    if not args.no_export:
+        summary["export"] = export(p, vae.cpu(), dit_state, args.out)
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if args.eval and not args.no_export:
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        import eval_default_model  # noqa: PLC0415
+
+        eval_default_model.main(["--model", str(args.out), "--prompts", str(p.eval_prompts)])
+    logger.info("finished: %s", json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
