@@ -87,6 +87,7 @@ class Pipeline:
         transformer: Union[str, Path, None] = None,
         vae_precision: Optional[str] = None,
         text_precision: Optional[str] = None,
+        backend: str = "torch",
     ) -> "Pipeline":
         """Load a checkpoint folder (diffusers or original Wan layout); no path = the embedded default model.
 
@@ -96,6 +97,10 @@ class Pipeline:
         """
         dev = resolve_device(device)
         dtype = check_precision(precision, dev)
+        if backend != "torch":  # exported graphs (vidrt.export): same sampler loop, other networks
+            from vidrt.export.backends import build_pipeline
+
+            return build_pipeline(cls, path, backend=backend, device=dev, precision=precision, attention=attention)
         vae_dtype = check_precision(vae_precision or "fp32", dev)
         text_dtype = check_precision(text_precision or precision, dev)
         check_backend(attention)
