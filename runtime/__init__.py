@@ -3,13 +3,13 @@
 ``vidrt.Pipeline`` and ``vidrt.Video`` are imported on first use, so ``import vidrt`` stays light
 (no transformers, triton or other optional packages at import time).
 """
-from vidrt.errors import (BackendUnavailableError, CheckpointError, ConfigError, DeviceError, PromptError,
-                          ShapeError, VidrtError)
+from vidrt.errors import (BackendUnavailableError, CheckpointError, ConfigError, DeviceError, LatencyError,
+                          PromptError, ShapeError, VidrtError)
 
 __version__ = "0.1.0"
 
 __all__ = ["Pipeline", "Video", "VidrtError", "ShapeError", "ConfigError", "CheckpointError", "DeviceError",
-           "PromptError", "BackendUnavailableError", "__version__"]
+           "PromptError", "BackendUnavailableError", "LatencyError", "__version__"]
 
 _LAZY = {"Pipeline": "vidrt.pipeline", "Video": "vidrt.video"}
 

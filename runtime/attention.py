@@ -45,6 +45,10 @@ def _sdpa(q, k, v, rope_q, rope_k, mask, kv_lens, scale):
 def _triton(q, k, v, rope_q, rope_k, mask, kv_lens, scale):
     from vidrt.kernels import spacetime_attention  # lazy: imports triton
 
+    try:
+        spacetime_attention.check_inputs(q, k, v, rope_q=rope_q, rope_k=rope_k, mask=mask, kv_lens=kv_lens)
+    except (ValueError, TypeError) as e:  # kernels are leaves: they raise plain errors, the runtime names them
+        raise ShapeError(str(e)) from None
     return spacetime_attention.attention(q, k, v, rope_q=rope_q, rope_k=rope_k, mask=mask, kv_lens=kv_lens, scale=scale)
 
 

@@ -28,3 +28,7 @@ class PromptError(VidrtError, ValueError):
 
 class BackendUnavailableError(DeviceError):
     """An optional backend (triton, flash-attn, onnxruntime, tensorrt) that is not installed or cannot run."""
+
+
+class LatencyError(VidrtError):
+    """A latency target or deadline that no plan can meet."""

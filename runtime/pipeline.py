@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from vidrt.attention import check_backend
 from vidrt.checkpoints.load import (CheckpointLayout, load_text_encoder, load_transformer, load_vae,
                                     resolve_layout)
-from vidrt.errors import CheckpointError, ConfigError, ShapeError
+from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_precision, resolve_device
 from vidrt.video import Video, to_frames
@@ -87,6 +87,7 @@ class Pipeline:
         transformer: Union[str, Path, None] = None,
         vae_precision: Optional[str] = None,
         text_precision: Optional[str] = None,
+        fused_ops: bool = False,
         backend: str = "torch",
     ) -> "Pipeline":
         """Load a checkpoint folder (diffusers or original Wan layout); no path = the embedded default model.
@@ -94,6 +95,7 @@ class Pipeline:
         ``transformer=`` swaps in another DiT (diffusers transformer folder, original Wan DiT folder or a
         bare state-dict file) that reuses this checkpoint's VAE and text encoder. ``vae_precision`` and
         ``text_precision`` default to fp32 for the VAE and to ``precision`` for the text encoder.
+        ``fused_ops`` runs the DiT's norm+modulate and gated residuals as Triton kernels.
         """
         dev = resolve_device(device)
         dtype = check_precision(precision, dev)
@@ -118,8 +120,17 @@ class Pipeline:
         vae = load_vae(layout, dtype=vae_dtype, device=dev)
         text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
         logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
-        return cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
+        pipe = cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
                    precision=precision, attention=attention, source=str(layout.root))
+        if fused_ops:
+            check_backend("triton")
+            dit.set_fused_ops(True)
+        from vidrt.caching.calibration import load_calibration
+
+        coeffs = load_calibration(layout.root).get("teacache_coefficients")
+        if coeffs:
+            pipe.teacache_coefficients = tuple(coeffs)
+        return pipe
 
     # ------------------------------------------------------------------ shapes
     @property
@@ -167,6 +178,8 @@ class Pipeline:
         cache: Optional[str] = None,
         cache_threshold: Optional[float] = None,
         cfg_interval: int = 2,
+        latency_target: Optional[float] = None,
+        deadline: Optional[float] = None,
         progress: bool = True,
     ) -> Union[Video, list[Video], torch.Tensor]:
         """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
@@ -177,6 +190,11 @@ class Pipeline:
         caches ("teacache", "first_block", "cfg", or combined like "teacache+cfg") with
         ``cache_threshold`` (the CFG cache runs the unconditional branch every ``cfg_interval`` steps);
         their statistics land in ``video.stats["cache"]``.
+
+        ``latency_target`` (seconds) lets the scheduler choose steps, cache and CFG mode (overriding
+        those arguments) from this device's calibrated cost model; an impossible target raises
+        LatencyError before any work. ``deadline`` (a ``time.time()`` instant) stops denoising cleanly
+        when reached and decodes the current estimate; ``stats["stopped"]`` says how far it got.
         """
         from vidrt.caching.policy import make_cache
         from vidrt.samplers import make_sampler
@@ -196,6 +214,15 @@ class Pipeline:
         if steps < 1:
             raise ConfigError(f"steps={steps}; use at least 1 denoising step")
         shape = self.latent_shape(len(prompts), num_frames, height, width)
+        cfg = guidance > 1.0
+        schedule = None
+        if deadline is not None and time.time() >= deadline:
+            raise LatencyError(f"deadline already passed ({time.time() - deadline:.2f}s ago); nothing was run")
+        if latency_target is not None:
+            schedule = self.plan(latency_target, shape, cfg=cfg, default_steps=steps)
+            p = schedule.plan
+            steps, cache, cache_threshold, cfg_interval = p.steps, p.cache_spec or "teacache", p.threshold, p.cfg_interval
+            logger.info("latency target %.2fs: %s (predicted %.2fs)", latency_target, p.label(), schedule.predicted_s)
 
         if latents is None:
             gen = torch.Generator("cpu").manual_seed(int(seed))
@@ -210,7 +237,6 @@ class Pipeline:
         t_start = time.perf_counter()
 
         # text
-        cfg = guidance > 1.0
         if negative_prompt is None:
             negative_prompt = d.negative_prompt
         negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
@@ -230,8 +256,20 @@ class Pipeline:
         kv_all = dit.prepare_context(ctx)
         kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
         kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
+        controller = None
+        if schedule is not None:
+            from vidrt.caching.scheduler import Controller
+
+            budget = schedule.target_s - (time.perf_counter() - t_start) - schedule.decode_s
+            controller = Controller(schedule, budget, time.perf_counter())
+        x0_estimate = None
         bar = tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False)
         for i, t in enumerate(smp.timesteps):
+            if deadline is not None and time.time() >= deadline and x0_estimate is not None:
+                logger.warning("deadline reached after %d of %d steps; decoding the current estimate", i, steps)
+                stats["stopped"] = {"reason": "deadline", "completed_steps": i, "steps": steps}
+                latents = x0_estimate
+                break
             x = latents.to(self.dtype)
             full_cfg = cfg and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
             if plan.block is not None:
@@ -251,11 +289,18 @@ class Pipeline:
                 else:
                     uncond = plan.cfg.estimate(cond)
             pred = uncond + guidance * (cond - uncond) if cfg else cond
+            if deadline is not None:
+                x0_estimate = latents - smp.sigma_at(i) * pred.float()
             latents = smp.step(pred, i, latents)
+            if controller is not None:
+                controller.after_step(i, plan.block)
             bar.update()
         bar.close()
+        if schedule is not None:
+            stats["schedule"] = schedule.as_dict()
         if cache:
-            stats["cache"] = {"policy": cache, "threshold": cache_threshold, **plan.stats()}
+            stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
+                              "threshold": cache_threshold, **plan.stats()}
         stats["dit_s"] = time.perf_counter() - t0
         stats["dit_per_step_s"] = stats["dit_s"] / steps
         if output == "latent":
@@ -266,9 +311,25 @@ class Pipeline:
         videos = self.decode(latents, progress=progress)
         stats["vae_s"] = time.perf_counter() - t0
         stats["total_s"] = time.perf_counter() - t_start
+        if schedule is not None:
+            stats["schedule"]["actual_s"] = stats["total_s"]
         out = [Video(to_frames(v), fps=d.fps, prompt=p, stats=dict(stats), latents=latents[j:j + 1].cpu())
                for j, (v, p) in enumerate(zip(videos, prompts))]
         return out[0] if single else out
+
+    def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
+        """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
+        from vidrt.caching.calibration import load_calibration
+        from vidrt.caching.scheduler import Knob, calibrate_cost, candidate_plans, choose_plan, load_knobs
+
+        cost = calibrate_cost(self)
+        knobs = load_knobs(load_calibration(self.source)) if self.source else []
+        if not knobs:  # uncalibrated quality: plans differ only in steps and CFG mode, ranked by steps
+            logger.warning("no quality calibration for %s; planning over steps and CFG mode only "
+                           "(run `vidrt calibrate` for cache-aware plans)", self.source or "this model")
+            knobs = [Knob(p, 1.0, psnr=None) for p in candidate_plans(default_steps) if p.cache is None]
+        return choose_plan(latency_target, cost, knobs, tokens=_tokens(shape, self.transformer.config.patch_size),
+                           batch=shape[0], voxels=shape[2] * shape[3] * shape[4], cfg=cfg)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:

@@ -41,8 +41,12 @@ def parse_policy(spec: Optional[str]) -> list[str]:
     return names
 
 
-def make_cache(spec: Optional[str], threshold: Optional[float] = None, *, coefficients: Sequence[float] = (1.0, 0.0),
+def make_cache(spec, threshold: Optional[float] = None, *, coefficients: Sequence[float] = (1.0, 0.0),
                cfg_interval: int = 2, warmup_steps: int = 1, final_steps: int = 1) -> CachePlan:
+    if isinstance(spec, CachePlan):
+        return spec
+    if isinstance(spec, BlockStackCache):  # a ready cache object (calibration recorders, custom policies)
+        return CachePlan(block=spec)
     names = parse_policy(spec)
     plan = CachePlan()
     if threshold is not None and (threshold != threshold or threshold < 0):

@@ -98,7 +98,7 @@ class TeaCache(BlockStackCache):
             if self.forced or self._prev is None or self._prev.shape != inp.shape:
                 self._compute, self._acc = True, 0.0
             else:
-                self._acc += float(self.poly(rel_l1(inp, self._prev)))
+                self._acc += max(0.0, float(self.poly(rel_l1(inp, self._prev))))
                 self._compute = self._acc >= self.threshold
                 if self._compute:
                     self._acc = 0.0

@@ -1,0 +1,244 @@
+"""Latency-target scheduler: a cost model calibrated on this device and model, a planner that picks
+steps / step cache / CFG mode to meet a target with the best measured quality, and a controller
+that raises the cache threshold during the run when it falls behind.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from vidrt.caching.calibration import cache_dir
+from vidrt.errors import LatencyError
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- cost model
+
+
+@dataclass
+class CostModel:
+    """Seconds of each stage on one device: text encoder call, DiT call vs tokens x batch, VAE decode.
+
+    DiT call time = a + b * (tokens*batch) + c * (tokens^2 * batch)  (linear layers + attention);
+    VAE decode = d + e * latent voxels (T' * H' * W').
+    """
+
+    key: dict
+    text_s: float
+    dit: tuple[float, float, float]
+    vae: tuple[float, float]
+
+    def dit_call(self, tokens: int, batch: int) -> float:
+        a, b, c = self.dit
+        return max(1e-6, a + b * tokens * batch + c * tokens * tokens * batch)
+
+    def vae_decode(self, voxels: int) -> float:
+        d, e = self.vae
+        return max(1e-6, d + e * voxels)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CostModel":
+        return cls(d["key"], d["text_s"], tuple(d["dit"]), tuple(d["vae"]))
+
+
+def cost_key(pipe) -> dict:
+    import vidrt
+
+    return {"model": pipe.source, "device": str(pipe.device), "precision": pipe.precision,
+            "attention": pipe.attention, "torch": torch.__version__, "vidrt": vidrt.__version__,
+            "threads": torch.get_num_threads()}
+
+
+def _key_file(key: dict) -> Path:
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache_dir() / "cost" / f"{digest}.json"
+
+
+def _timed(fn, repeats: int = 2) -> float:
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+@torch.no_grad()
+def calibrate_cost(pipe, *, refresh: bool = False, grids: Sequence[tuple[int, int, int]] = ((1, 4, 4), (3, 6, 6), (5, 8, 8))
+                   ) -> CostModel:
+    """Measure (seconds) or load the cached cost model for this pipeline's model, device and settings."""
+    key = cost_key(pipe)
+    path = _key_file(key)
+    if path.is_file() and not refresh:
+        return CostModel.from_json(json.loads(path.read_text()))
+    dit = pipe.transformer
+    pt, ph, pw = dit.config.patch_size
+    ctx = pipe.encode_prompts(["a red circle moves right", ""], 32)
+    text_s = _timed(lambda: pipe.encode_prompts(["a red circle moves right", ""]))
+    kv = dit.prepare_context(ctx)
+    rows, ys = [], []
+    for (t, h, w) in grids:
+        z = torch.randn(1, dit.config.in_channels, t * pt, h * ph, w * pw, device=pipe.device, dtype=pipe.dtype)
+        n = t * h * w
+        for b in (1, 2):
+            kvb = kv[:] if b == 2 else [(k[:1], v[:1]) for k, v in kv]
+            zz = z.expand(b, -1, -1, -1, -1).contiguous()
+            ts = torch.full((b,), 500.0, device=pipe.device)
+            ys.append(_timed(lambda: dit(zz, ts, context_kv=kvb)))
+            rows.append([1.0, n * b, n * n * b])
+    coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)
+    vx, vy = [], []
+    for (t, h, w) in ((1, 4, 4), (3, 8, 8)):
+        z = torch.randn(1, dit.config.in_channels, t, h, w, device=pipe.device)
+        vy.append(_timed(lambda: pipe.decode(z), repeats=1))
+        vx.append(t * h * w)
+    e = (vy[1] - vy[0]) / (vx[1] - vx[0])
+    model = CostModel(key, text_s, tuple(float(c) for c in coef), (float(vy[0] - e * vx[0]), float(max(e, 1e-9))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(model.to_json(), indent=2))
+    logger.info("cost model calibrated: %s", model)
+    return model
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One setting of the speed knobs."""
+
+    steps: int
+    cache: Optional[str] = None  # "teacache" | "first_block" | None
+    threshold: float = 0.0
+    cfg_interval: int = 1  # 1 = unconditional branch every step; 2 = CFG cache every other step
+
+    @property
+    def cache_spec(self) -> Optional[str]:
+        parts = ([self.cache] if self.cache else []) + (["cfg"] if self.cfg_interval > 1 else [])
+        return "+".join(parts) or None
+
+    def label(self) -> str:
+        c = f"{self.cache}@{self.threshold:g}" if self.cache else "no-cache"
+        return f"{self.steps} steps, {c}, cfg every {self.cfg_interval}"
+
+
+@dataclass
+class Knob:
+    """Measured effect of a plan on the calibration prompts: share of block-stack runs computed and
+    quality (PSNR of frames vs the exact path, dB; adherence when the world scorer applies)."""
+
+    plan: Plan
+    computed_fraction: float
+    psnr: Optional[float]
+    adherence: Optional[float] = None
+
+
+def candidate_plans(default_steps: int, thresholds: Sequence[float] = (0.1, 0.2, 0.4)) -> list[Plan]:
+    steps = sorted({max(2, round(default_steps * f)) for f in (1.0, 0.75, 0.5, 0.35, 0.25)}, reverse=True)
+    plans = []
+    for s in steps:
+        for cfg in (1, 2):
+            plans.append(Plan(s, None, 0.0, cfg))
+            plans += [Plan(s, "teacache", t, cfg) for t in thresholds]
+    return plans
+
+
+def predict_seconds(plan: Plan, cost: CostModel, *, tokens: int, batch: int, voxels: int, cfg: bool,
+                    computed_fraction: float = 1.0) -> float:
+    """Predicted wall time of a generation under ``plan``."""
+    calls = 0.0
+    for i in range(plan.steps):
+        full = cfg and (plan.cfg_interval == 1 or i < 1 or i >= plan.steps - 1 or (i - 1) % plan.cfg_interval == 0)
+        calls += cost.dit_call(tokens, batch * (2 if full else 1))
+    head = 1.0 if plan.cache is None else computed_fraction
+    return cost.text_s + calls * head + cost.vae_decode(voxels)
+
+
+@dataclass
+class Schedule:
+    """The chosen plan with its prediction, and the controller state for re-planning during the run."""
+
+    plan: Plan
+    predicted_s: float
+    target_s: float
+    alternatives: int
+    decode_s: float = 0.0  # predicted VAE time (outside the loop)
+    replans: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"plan": dataclasses.asdict(self.plan), "label": self.plan.label(), "predicted_s": self.predicted_s,
+                "target_s": self.target_s, "replans": self.replans}
+
+
+def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, tokens: int, batch: int, voxels: int,
+                cfg: bool) -> Schedule:
+    """Best-quality plan whose predicted time meets ``target_s``; LatencyError naming the fastest otherwise."""
+    if not knobs:
+        raise LatencyError("no calibrated plans for this model; run `vidrt calibrate` first")
+    scored = []
+    for k in knobs:
+        t = predict_seconds(k.plan, cost, tokens=tokens, batch=batch, voxels=voxels, cfg=cfg,
+                            computed_fraction=k.computed_fraction)
+        q = (k.adherence if k.adherence is not None else -1.0, min(k.psnr, 60.0) if k.psnr is not None else -1.0,
+             k.plan.steps, -k.plan.cfg_interval, -k.plan.threshold)
+        scored.append((t, q, k))
+    ok = [s for s in scored if s[0] <= target_s]
+    if not ok:
+        fastest = min(scored, key=lambda s: s[0])
+        raise LatencyError(f"latency target {target_s:.2f}s is impossible here: the fastest plan "
+                           f"({fastest[2].plan.label()}) is predicted at {fastest[0]:.2f}s on {cost.key['device']}; "
+                           f"raise the target, lower the resolution or frame count, or use a faster precision/backend")
+    t, _, k = max(ok, key=lambda s: (s[1], -s[0]))
+    return Schedule(k.plan, t, target_s, len(ok), decode_s=cost.vae_decode(voxels))
+
+
+class Controller:
+    """Watches the denoising loop against its time budget and raises the TeaCache threshold when the
+    projected loop time overshoots (the re-plan; steps cannot change mid-run with multistep samplers)."""
+
+    def __init__(self, schedule: Schedule, loop_budget_s: float, start: float):
+        self.schedule = schedule
+        self.budget = loop_budget_s
+        self.start = start
+
+    def after_step(self, index: int, block_cache) -> None:
+        steps = self.schedule.plan.steps
+        done = index + 1
+        if block_cache is None or index < 1 or steps - done <= 1:
+            return
+        elapsed = time.perf_counter() - self.start
+        projected = elapsed / done * steps
+        if projected > self.budget * 1.05:
+            old = block_cache.threshold
+            block_cache.threshold = max(old * 1.5, old + 0.05)
+            self.schedule.replans.append({"after_step": index, "elapsed_s": round(elapsed, 3),
+                                          "projected_loop_s": round(projected, 3), "budget_s": round(self.budget, 3),
+                                          "threshold": [old, block_cache.threshold]})
+            logger.info("behind schedule after step %d (projected %.2fs > %.2fs): cache threshold %.3g -> %.3g",
+                        index, projected, self.budget, old, block_cache.threshold)
+
+
+def load_knobs(calibration: dict) -> list[Knob]:
+    out = []
+    for d in calibration.get("knobs", []):
+        out.append(Knob(Plan(**d["plan"]), d["computed_fraction"], d["psnr"], d.get("adherence")))
+    return out
+
+
+def knobs_to_json(knobs: Sequence[Knob]) -> list[dict]:
+    return [{"plan": dataclasses.asdict(k.plan), "computed_fraction": k.computed_fraction, "psnr": k.psnr,
+             "adherence": k.adherence} for k in knobs]
