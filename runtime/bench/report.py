@@ -98,6 +98,7 @@ def plot(doc: dict, path: Union[str, Path]) -> Path:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         raise BackendUnavailableError("--plot needs matplotlib, which is not installed; "
                                       "pip install 'vidrt[bench]' (or matplotlib), or drop --plot") from None
@@ -122,6 +123,9 @@ def plot(doc: dict, path: Union[str, Path]) -> Path:
     for ax, title in ((axes[0], f"end-to-end latency (batch {b0})"), (axes[1], "DiT time per denoising step")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("DiT tokens per clip")
         ax.set_ylabel("seconds (median, p10-p90 bars)")
         ax.set_title(title)
