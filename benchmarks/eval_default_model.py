@@ -1,0 +1,253 @@
+#!/usr/bin/env python
+"""Quality of a pipeline on the synthetic world's held-out prompts: prompt adherence per criterion, per size.
+
+Generates every held-out prompt (``vidrt.world.held_out_prompts()``: object combinations never seen in
+training) with ``vidrt.Pipeline`` under the given settings, scores each clip with ``vidrt.world.score``,
+and reports the mean of every criterion per configuration (frames x height x width), next to two
+references scored the same way: the ground-truth renders of the same prompts (the scorer's ceiling) and
+renders of *another* held-out prompt (chance level). Also the VAE's reconstruction PSNR on held-out
+renders, and the generation time per clip, so a fast path prints "speed x, adherence y" side by side.
+
+    python benchmarks/eval_default_model.py                       # embedded model, default settings
+    python benchmarks/eval_default_model.py --model PATH --steps 10 --precision bf16 --name fast10
+    python benchmarks/eval_default_model.py --quick               # 24 prompts, fewer configurations
+
+Writes benchmarks/results/<name>.json, <name>.md and <name>.png (contact sheet: generated frames beside
+the ground-truth render of the same prompt).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import vidrt
+from vidrt.world.grammar import held_out_prompts
+from vidrt.world.render import render
+from vidrt.world.score import score
+
+logger = logging.getLogger("eval_default_model")
+RESULTS = Path(__file__).resolve().parent / "results"
+CRITERIA = ("adherence", "presence", "shape", "motion", "background", "temporal")
+# (frames, height, width, share of the prompts): the main configuration first, then images, non-square
+# sizes and a 17-frame clip on an evenly spaced subset of the prompts.
+CONFIGS = ((33, 64, 64, 1.0), (1, 64, 64, 1.0), (33, 96, 64, 1 / 3), (33, 64, 96, 1 / 3), (17, 64, 128, 1 / 3),
+           (33, 128, 128, 1 / 6))
+QUICK_CONFIGS = ((33, 64, 64, 1.0), (1, 64, 64, 1.0), (33, 96, 64, 0.5), (33, 64, 96, 0.5))
+
+
+def _mean_criteria(scores: Sequence[Any]) -> dict[str, Optional[float]]:
+    out: dict[str, Optional[float]] = {}
+    for name in CRITERIA:
+        vals = [getattr(s, name) for s in scores if getattr(s, name) is not None]
+        out[name] = float(np.mean(vals)) if vals else None
+    return out
+
+
+def _subset(prompts: list[str], share: float) -> list[tuple[int, str]]:
+    n = max(1, int(round(len(prompts) * share)))
+    idx = np.linspace(0, len(prompts) - 1, n).round().astype(int)
+    return [(int(i), prompts[int(i)]) for i in sorted(set(idx.tolist()))]
+
+
+def initial_latents(pipe: "vidrt.Pipeline", index: int, frames: int, height: int, width: int) -> torch.Tensor:
+    """Initial noise of held-out prompt `index`: fixed per prompt and size, whatever the batch grouping."""
+    gen = torch.Generator("cpu").manual_seed(10_000 + index)
+    return torch.randn(pipe.latent_shape(1, frames, height, width), generator=gen)
+
+
+def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: int, width: int, *, batch: int,
+                    gen_kwargs: dict, keep_frames: int = 0) -> dict:
+    """Generate and score `prompts` at one size; ground-truth and mismatched-render references too."""
+    fps = pipe.defaults.fps
+    gen_scores, gt_scores, wrong_scores, rows, samples = [], [], [], [], []
+    seconds = 0.0
+    bar = tqdm(total=len(prompts), desc=f"{frames}x{height}x{width}", unit="clip", leave=False)
+    for start in range(0, len(prompts), batch):
+        chunk = prompts[start:start + batch]
+        latents = torch.cat([initial_latents(pipe, i, frames, height, width) for i, _ in chunk])
+        t0 = time.perf_counter()
+        videos = pipe([p for _, p in chunk], num_frames=frames, height=height, width=width, latents=latents,
+                      progress=False, **gen_kwargs)
+        seconds += time.perf_counter() - t0
+        for (i, prompt), video in zip(chunk, videos):
+            s = score(video.frames, prompt, fps=fps)
+            truth = render(prompt, height, width, frames, fps, seed=i)
+            other = render(prompts[(prompts.index((i, prompt)) + 1) % len(prompts)][1], height, width, frames, fps,
+                           seed=i)
+            gen_scores.append(s)
+            gt_scores.append(score(truth, prompt, fps=fps))
+            wrong_scores.append(score(other, prompt, fps=fps))
+            rows.append({"index": i, "prompt": prompt, **{k: getattr(s, k) for k in CRITERIA},
+                         "seen": [[o.name, o.seen_shape, o.seen_motion] for o in s.objects]})
+            if len(samples) < keep_frames:
+                samples.append((prompt, video.frames, truth, s.adherence))
+        bar.update(len(chunk))
+    bar.close()
+    return {"size": f"{frames}x{height}x{width}", "frames": frames, "height": height, "width": width,
+            "prompts": len(prompts), "seconds_per_clip": seconds / len(prompts),
+            "generated": _mean_criteria(gen_scores), "ground_truth": _mean_criteria(gt_scores),
+            "mismatched_truth": _mean_criteria(wrong_scores), "rows": rows, "_samples": samples}
+
+
+@torch.no_grad()
+def vae_psnr(pipe, prompts: list[str], sizes=((1, 64, 64), (17, 64, 64), (33, 64, 64), (33, 96, 64))) -> dict:
+    """Reconstruction PSNR (dB, uint8 frames) of held-out renders through the pipeline's VAE."""
+    vae = pipe.vae
+    out = {}
+    for frames, h, w in sizes:
+        vals = []
+        for i, prompt in enumerate(prompts):
+            truth = render(prompt, h, w, frames, pipe.defaults.fps, seed=i)
+            x = torch.from_numpy(truth).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).to(vae.device, vae.dtype)
+            y = vae.decode(vae.encode(x))[0]
+            rec = ((y.float().clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).cpu().numpy()
+            mse = float(np.mean((rec - truth.astype(np.float64)) ** 2))
+            vals.append(99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse))
+        out[f"{frames}x{h}x{w}"] = float(np.mean(vals))
+    out["mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def contact_sheet(samples: list, path: Path, columns: int = 5) -> None:
+    """PNG: per sample two rows (generated, ground truth) of `columns` evenly spaced frames, with the prompt."""
+    from PIL import Image, ImageDraw
+
+    if not samples:
+        return
+    h, w = samples[0][1].shape[1:3]
+    scale = max(1, 96 // h)
+    label = 14
+    cell_h, cell_w = h * scale, w * scale
+    img = Image.new("RGB", (columns * (cell_w + 2) + 90, len(samples) * (2 * cell_h + label + 6)), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    y = 0
+    for prompt, gen, truth, adh in samples:
+        draw.text((2, y + 1), f"{prompt}  (adherence {adh:.2f})", fill=(0, 0, 0))
+        y += label
+        for r, (name, clip) in enumerate((("generated", gen), ("truth", truth))):
+            draw.text((2, y + r * cell_h + cell_h // 2 - 5), name, fill=(0, 0, 0))
+            idx = np.linspace(0, len(clip) - 1, columns).round().astype(int)
+            for c, k in enumerate(idx):
+                tile = Image.fromarray(clip[k]).resize((cell_w, cell_h), Image.NEAREST)
+                img.paste(tile, (90 + c * (cell_w + 2), y + r * cell_h))
+        y += 2 * cell_h + 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    lines = [f"# Default model quality: {result['name']}", "",
+             f"Model: `{result['model']}`{' (' + result['model_note'] + ')' if result.get('model_note') else ''}  ",
+             f"Settings: steps {s['steps']}, guidance {s['guidance']}, sampler {s['sampler']}, shift {s['shift']}, "
+             f"precision {s['precision']}, attention {s['attention']}, seed per prompt 10000 + index  ",
+             f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)", "",
+             "| size (frames x H x W) | prompts | s / clip | adherence | presence | shape | motion | background "
+             "| temporal | truth adherence | mismatched-truth adherence |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in result["configs"]:
+        g = c["generated"]
+        lines.append(f"| {c['size']} | {c['prompts']} | {c['seconds_per_clip']:.2f} | **{_fmt(g['adherence'])}** | "
+                     + " | ".join(_fmt(g[k]) for k in CRITERIA[1:])
+                     + f" | {_fmt(c['ground_truth']['adherence'])} | {_fmt(c['mismatched_truth']['adherence'])} |")
+    if result.get("vae_psnr"):
+        lines += ["", "VAE reconstruction PSNR on held-out renders (dB): "
+                  + ", ".join(f"{k}: {v:.2f}" for k, v in result["vae_psnr"].items())]
+    lines += ["", "Ground truth = the renderer's clip of the same prompt scored the same way (the scorer's ceiling); "
+              "mismatched truth = the render of another held-out prompt (chance level).", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    ap.add_argument("--name", default="default_model", help="results file stem in benchmarks/results/")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--prompts", type=int, default=None, help="use the first N held-out prompts (default all)")
+    ap.add_argument("--quick", action="store_true", help="24 prompts and fewer sizes")
+    ap.add_argument("--sizes", default=None, help="comma list FxHxW[:share], e.g. 33x64x64,1x64x64:0.5")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--sampler", default=None)
+    ap.add_argument("--shift", type=float, default=None)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--attention", default="sdpa")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
+    ap.add_argument("--note", default="", help="free text stored with the results (e.g. 'partial training run')")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+
+    pipe = vidrt.Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
+                                          attention=args.attention)
+    prompts = held_out_prompts()
+    if args.quick:
+        prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, 24).round().astype(int)]
+    if args.prompts:
+        prompts = prompts[: args.prompts]
+    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    if args.sizes:
+        configs = []
+        for item in args.sizes.split(","):
+            dims, _, share = item.partition(":")
+            f, h, w = (int(v) for v in dims.split("x"))
+            configs.append((f, h, w, float(share or 1.0)))
+    d = pipe.defaults
+    gen_kwargs = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "shift": args.shift}
+    settings = {"steps": args.steps or d.steps, "guidance": args.guidance if args.guidance is not None else d.guidance,
+                "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
+                "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
+    indexed = list(enumerate(prompts))
+    result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
+                              "model_note": args.note, "settings": settings, "held_out_prompts": len(prompts),
+                              "configs": []}
+    training = json.loads((Path(pipe.source) / "vidrt.json").read_text()).get("_training") \
+        if (Path(pipe.source) / "vidrt.json").is_file() else None
+    if training:
+        result["training"] = training
+    sheet = []
+    for frames, h, w, share in configs:
+        sub = _subset(prompts, share)
+        c = evaluate_config(pipe, sub, frames, h, w, batch=args.batch, gen_kwargs=gen_kwargs,
+                            keep_frames=6 if not sheet else 0)
+        sheet = sheet or c.pop("_samples")
+        c.pop("_samples", None)
+        result["configs"].append(c)
+        logger.info("%s: adherence %.3f (truth %.3f, mismatched %.3f), %.2f s/clip", c["size"],
+                    c["generated"]["adherence"], c["ground_truth"]["adherence"],
+                    c["mismatched_truth"]["adherence"], c["seconds_per_clip"])
+    if not args.no_vae:
+        result["vae_psnr"] = vae_psnr(pipe, prompts[:12])
+        logger.info("VAE PSNR %s", result["vae_psnr"])
+    main_cfg = result["configs"][0]
+    result["summary"] = {"adherence": main_cfg["generated"]["adherence"], "size": main_cfg["size"],
+                         "seconds_per_clip": main_cfg["seconds_per_clip"],
+                         "adherence_all_sizes": float(np.mean([c["generated"]["adherence"] for c in result["configs"]])),
+                         "vae_psnr": result.get("vae_psnr", {}).get("mean")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / f"{args.name}.md").write_text(markdown(result))
+    contact_sheet(sheet, args.out / f"{args.name}.png")
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
