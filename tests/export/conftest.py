@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_wan(tmp_path_factory):
+    from vidrt.testing import make_tiny_wan
+
+    torch.set_num_threads(1)
+    return make_tiny_wan(tmp_path_factory.mktemp("export_wan") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def onnx_dir(tiny_wan, tmp_path_factory):
+    pytest.importorskip("onnx")
+    from vidrt.export.onnx_export import export_onnx
+
+    out = tmp_path_factory.mktemp("onnx") / "tiny_onnx"
+    export_onnx(tiny_wan, out)
+    return out
