@@ -40,6 +40,7 @@ def environment(device: torch.device) -> dict:
         "vidrt": vidrt.__version__, "torch": torch.__version__, "diffusers": _version("diffusers"),
         "transformers": _version("transformers"), "triton": _version("triton"), "numpy": _version("numpy"),
         "git_commit": _git_commit(),
+        "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 

@@ -108,6 +108,7 @@ DOC: dict = {
         "torch": F("str", "torch version"),
         "diffusers": F("str", "diffusers version (null when not installed)", optional=True),
         "git_commit": F("str", "commit of the vidrt checkout, when run from one", optional=True),
+        "load_avg_1min": F("float", "host load average when the run started (other work adds noise)", optional=True),
     },
     "model": {
         "spec": F("str", "--model as given: a path, 'default' or 'random:NAME'"),
