@@ -112,3 +112,20 @@ def test_random_tiny_preset_builds_once(tmp_path, capsys):
     assert main(args) == 0
     assert (tmp_path / "random-tiny" / "model_index.json").is_file()
     assert "random weights" in capsys.readouterr().out
+
+
+def test_embedded_model_gets_world_prompts_and_adherence(tiny_wan, monkeypatch):
+    """The embedded-model path (world prompts, PSNR vs exact at bf16, adherence) on the tiny model standing in."""
+    from vidrt.bench import runner
+    from vidrt.bench.model_spec import ModelSpec
+    from vidrt.world import parse
+
+    monkeypatch.setattr(runner, "resolve_model", lambda spec, workdir=None: ModelSpec("default", tiny_wan, True, False))
+    doc = runner.run_bench(runner.BenchConfig(model="default", shapes=[(16, 16, 5)], steps=1, precision="bf16",
+                                              warmup=0, repeats=1, text_len=8), progress=False)
+    case = doc["cases"][0]
+    parse(case["prompts"][0])  # a prompt of the world grammar
+    q = case["results"][0]["quality"]
+    assert 0.0 <= q["adherence"] <= 1.0 and q["psnr_vs_exact_db"] is not None
+    assert not any("adherence" in n for n in doc["notes"])
+    assert doc["model"]["embedded"] is True

@@ -61,3 +61,10 @@ def test_describe_documents_every_result_field():
         assert f"cases[].results[].{key}" in table
     for key in ("schema", "environment.device_name", "cases[].tokens", "notes"):
         assert f"`{key}`" in table
+
+
+def test_docs_carry_the_current_schema_table():
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "bench.md"
+    assert schema.describe() in doc.read_text(), "regenerate the table in docs/bench.md from schema.describe()"
