@@ -20,7 +20,7 @@ from vidrt.checkpoints.load import (CheckpointLayout, load_text_encoder, load_tr
                                     resolve_layout)
 from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError
 from vidrt.models.dit import WanDiT
-from vidrt.precision import check_precision, resolve_device
+from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
 from vidrt.video import Video, to_frames
 
 logger = logging.getLogger(__name__)
@@ -103,8 +103,9 @@ class Pipeline:
             from vidrt.export.backends import build_pipeline
 
             return build_pipeline(cls, path, backend=backend, device=dev, precision=precision, attention=attention)
-        vae_dtype = check_precision(vae_precision or "fp32", dev)
-        text_dtype = check_precision(text_precision or precision, dev)
+        vae_dtype = check_plain_precision(vae_precision or "fp32", dev, "VAE")
+        text_dtype = (check_plain_precision(text_precision, dev, "text encoder") if text_precision
+                      else dtype_of(precision))  # quantized DiT modes: their compute dtype (bf16)
         check_backend(attention)
         if path is None or str(path) == EMBEDDED_MODEL:
             path = embedded_model_path()
@@ -117,6 +118,10 @@ class Pipeline:
         dit = load_transformer(layout.transformer, dtype=dtype, device=dev)
         if transformer is not None:
             dit = load_transformer(transformer, dtype=dtype, device=dev, base_config=dit.config)
+        if is_quantized(precision):  # fp8 / int8: quantize the block linears (vidrt.quant policy)
+            from vidrt.quant import quantize_dit
+
+            quantize_dit(dit, precision)
         vae = load_vae(layout, dtype=vae_dtype, device=dev)
         text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
         logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
