@@ -322,6 +322,17 @@ class Pipeline:
                for j, (v, p) in enumerate(zip(videos, prompts))]
         return out[0] if single else out
 
+    def stream(self, shots, seconds: Optional[float] = None, latency_target: Optional[float] = None, **kw):
+        """Long clips chunk by chunk: yields parts (decoded frames, timings, real-time factor) as they finish.
+
+        ``shots``: a prompt or a list of ``vidrt.longclip.Shot``. Causal models (num_frame_per_block > 0)
+        run chunk-wise with a KV cache; bidirectional ones fall back to sliding windows. See
+        :func:`vidrt.longclip.stream.stream` for every option.
+        """
+        from vidrt.longclip.stream import stream
+
+        return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
+
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
         from vidrt.caching.calibration import load_calibration

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from vidrt.attention import MaskSpec, attention
 from vidrt.errors import CheckpointError, ShapeError
-from vidrt.kernels.reference import Rope3D, build_rope_3d
+from vidrt.kernels.reference import Rope3D, apply_rope, build_rope_3d
 
 logger = logging.getLogger(__name__)
 
@@ -219,10 +219,16 @@ class Attention(nn.Module):
         kv: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
         rope: Optional[Rope3D] = None,
         mask: Optional[MaskSpec] = None,
+        cache=None,
     ) -> torch.Tensor:
+        """``cache`` (self-attention only, a vidrt.longclip LayerCache): this chunk's keys are rotated once,
+        written into the cache, and the chunk attends to the cached past plus itself."""
         q = self.norm_q(self.to_q(x)).unflatten(2, (self.heads, -1))
         k, v = kv if kv is not None else self.kv(x if context is None else context)
         rope_k = rope if context is None and kv is None else None
+        if cache is not None and rope_k is not None:
+            k, v = cache.update(apply_rope(k, *rope.dense()), v)
+            rope_k = None
         out = attention(q, k, v, rope_q=rope, rope_k=rope_k, mask=mask, backend=self.backend)
         return self.to_out[0](out.flatten(2).type_as(x))
 
@@ -247,10 +253,10 @@ class Block(nn.Module):
         shift1, scale1 = (self.scale_shift_table[:, :2] + mod[..., :2, :].float()).unbind(-2)
         return _modulate(self.norm1, x, shift1, scale1, self.fused_ops)
 
-    def forward(self, x, mod, context, rope, mask=None, context_kv=None):
+    def forward(self, x, mod, context, rope, mask=None, context_kv=None, kv_cache=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.scale_shift_table + mod.float()).unbind(-2)
-        x = _gated(x, self.attn1(_modulate(self.norm1, x, shift1, scale1, self.fused_ops), rope=rope, mask=mask),
-                   gate1, self.fused_ops)
+        x = _gated(x, self.attn1(_modulate(self.norm1, x, shift1, scale1, self.fused_ops), rope=rope, mask=mask,
+                                 cache=kv_cache), gate1, self.fused_ops)
         x = x + self.attn2(self.norm2(x), context, kv=context_kv)
         return _gated(x, self.ffn(_modulate(self.norm3, x, shift2, scale2, self.fused_ops)), gate2, self.fused_ops)
 
@@ -320,9 +326,18 @@ class WanDiT(nn.Module):
             raise ShapeError(f"token grid {grid} exceeds rope_max_seq_len={self.config.rope_max_seq_len}")
         return grid
 
-    def rope(self, grid: Sequence[int], frame_offset: int = 0, device=None) -> Rope3D:
-        return build_rope_3d(self.config.attention_head_dim, grid, self.config.rope_theta,
-                             start=(frame_offset, 0, 0), device=device)
+    def rope(self, grid: Sequence[int], frame_offset: int | Sequence[int] = 0, device=None) -> Rope3D:
+        """RoPE tables of a token grid whose frames start at ``frame_offset``, or sit at the given
+        per-frame positions (a sequence of grid[0] ints: non-contiguous frames, e.g. sinks + window)."""
+        hd, theta = self.config.attention_head_dim, self.config.rope_theta
+        if isinstance(frame_offset, int):
+            return build_rope_3d(hd, grid, theta, start=(frame_offset, 0, 0), device=device)
+        pos = [int(p) for p in frame_offset]
+        if len(pos) != grid[0]:
+            raise ShapeError(f"frame_offset gives {len(pos)} frame positions for {grid[0]} token frames")
+        base = build_rope_3d(hd, (max(pos) + 1, *grid[1:]), theta, device=device)
+        idx = torch.tensor(pos, device=base.cos[0].device)
+        return Rope3D(tuple(grid), (base.cos[0][idx], *base.cos[1:]), (base.sin[0][idx], *base.sin[1:]))
 
     def embed_text(self, context: torch.Tensor) -> torch.Tensor:
         """Text encoder hidden states (B, L, text_dim) -> model width (B, L, dim)."""
@@ -341,14 +356,17 @@ class WanDiT(nn.Module):
         *,
         context_kv: Optional[list[tuple[torch.Tensor, torch.Tensor]]] = None,
         mask: Optional[MaskSpec] = None,
-        frame_offset: int = 0,
+        frame_offset: int | Sequence[int] = 0,
         step_cache=None,
+        kv_cache=None,
     ) -> torch.Tensor:
         """Velocity for latents (B, C, T, H, W) at ``timestep`` (B,) or per token (B, L).
 
         Give either the text encoder output ``context`` (B, Lt, text_dim) or its precomputed
         ``context_kv`` from :meth:`prepare_context`. ``step_cache`` (vidrt.caching) may reuse the
-        block stack's residual from an earlier step instead of running it.
+        block stack's residual from an earlier step instead of running it. ``kv_cache``
+        (vidrt.longclip.KVCache, after its ``begin_chunk``) makes self-attention attend to cached past
+        chunks; ``frame_offset`` is then the chunk's absolute start frame (RoPE position).
         """
         if latents.ndim != 5:
             raise ShapeError(f"latents must be (batch, channels, frames, height, width), got {tuple(latents.shape)}")
@@ -377,7 +395,8 @@ class WanDiT(nn.Module):
             context_kv = [None] * len(self.blocks)
         else:
             ctx = None
-        run = lambda x, start=0, stop=None: self.run_blocks(x, mod, ctx, rope, mask, context_kv, start, stop)  # noqa
+        run = lambda x, start=0, stop=None: self.run_blocks(x, mod, ctx, rope, mask, context_kv, start, stop,  # noqa
+                                                            kv_cache)
         x = run(x) if step_cache is None else step_cache.run_blocks(self, x, mod, run)
 
         shift, scale = (self.scale_shift_table[:, None] + temb[:, :, None].float()).unbind(-2)
@@ -385,10 +404,12 @@ class WanDiT(nn.Module):
         x = self.proj_out(x)
         return self.unpatchify(x, grid)
 
-    def run_blocks(self, x, mod, ctx, rope, mask, context_kv, start: int = 0, stop: Optional[int] = None):
+    def run_blocks(self, x, mod, ctx, rope, mask, context_kv, start: int = 0, stop: Optional[int] = None,
+                   kv_cache=None):
         """Blocks ``start``..``stop`` of the stack on tokens x."""
-        for blk, kv in zip(self.blocks[start:stop], context_kv[start:stop]):
-            x = blk(x, mod, ctx, rope, mask, kv)
+        first = start
+        for i, (blk, kv) in enumerate(zip(self.blocks[start:stop], context_kv[start:stop])):
+            x = blk(x, mod, ctx, rope, mask, kv, None if kv_cache is None else kv_cache.layer(first + i))
         return x
 
     def unpatchify(self, x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
