@@ -7,7 +7,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import psnr
+from functools import partial
+
+from vidrt.metrics import psnr as _psnr
+
+psnr = partial(_psnr, peak=1.0)  # frames as floats in [0, 1]
 
 from vidrt.checkpoints.wan_original import dit_key_to_original
 from vidrt.checkpoints.wan_vae_keys import vae_state_to_original

@@ -3,7 +3,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import psnr
+from functools import partial
+
+from vidrt.metrics import psnr as _psnr
+
+psnr = partial(_psnr, peak=1.0)  # frames as floats in [0, 1]
 
 import vidrt
 from vidrt.pipeline import Pipeline
