@@ -97,6 +97,7 @@ class KVCache:
         self.evicted_chunks = 0
         self._cur: Optional[tuple[int, int, int]] = None  # (write start, n tokens, visible end)
         self._commit = False
+        self._rows = 0
         self._layers = [LayerCache(self, i) for i in range(num_layers)]
 
     @classmethod
@@ -120,8 +121,12 @@ class KVCache:
         return self._layers[index]
 
     # ---- chunk protocol
-    def begin_chunk(self, num_tokens: int, commit: bool = False) -> None:
-        """Place the next forward's ``num_tokens`` current tokens (at most one chunk)."""
+    def begin_chunk(self, num_tokens: int, commit: bool = False, rows: Optional[int] = None) -> None:
+        """Place the next forward's ``num_tokens`` current tokens (at most one chunk).
+
+        ``rows``: the forward's batch when it is the leading part of the cache's batch (e.g. the cond
+        branch alone of a [cond, uncond] cache on a CFG-cache step); a commit writes every row.
+        """
         cfg = self.config
         if not 0 < num_tokens <= cfg.chunk_tokens:
             raise ShapeError(f"a KV-cached forward takes one chunk of at most {cfg.chunk_tokens} tokens "
@@ -133,7 +138,13 @@ class KVCache:
             start = cfg.past_tokens  # scratch; a commit copies it into the ring afterwards
         else:
             start = self.filled
+        batch = self.k.shape[1]
+        rows = batch if rows is None else int(rows)
+        if not 0 < rows <= batch or (commit and rows != batch):
+            raise ShapeError(f"KV cache holds a batch of {batch}; a forward may use its first 1..{batch} rows "
+                             f"(a commit all {batch}), got {rows}")
         self._cur = (start, num_tokens, start + num_tokens)
+        self._rows = rows
         self._commit = commit
 
     def end_chunk(self) -> None:
@@ -181,7 +192,10 @@ class LayerCache:
         start, n, end = self.cache._slot()
         if k.shape[1] != n:
             raise ShapeError(f"KV cache expected {n} current tokens (begin_chunk), got {k.shape[1]}")
-        kb, vb = self.cache.k[self.index], self.cache.v[self.index]
+        rows = self.cache._rows
+        if k.shape[0] != rows:
+            raise ShapeError(f"KV cache expected a batch of {rows} (begin_chunk rows), got {k.shape[0]}")
+        kb, vb = self.cache.k[self.index, :rows], self.cache.v[self.index, :rows]
         kb[:, start:end].copy_(k)
         vb[:, start:end].copy_(v)
         return kb[:, :end], vb[:, :end]

@@ -1,0 +1,300 @@
+"""``Pipeline.stream``: long, multi-shot clips made and decoded chunk by chunk.
+
+    for part in pipe.stream([Shot("a red circle moves right", seconds=10),
+                             Shot("the red circle bounces", seconds=20)]):
+        writer.write(part.frames)          # (n, H, W, 3) uint8 of the finished chunk
+        print(part.seconds_done, part.realtime_factor)
+
+Causal models (``num_frame_per_block > 0``) run chunk-wise with a KV cache (vidrt.longclip.causal);
+bidirectional models fall back to sliding windows (vidrt.longclip.sliding). Each finished chunk is
+decoded at once by the causal VAE's stream decoder (its temporal cache makes the frames identical
+to a one-shot decode) and yielded, so memory stays flat and the MP4 can be written as it goes.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from vidrt.errors import ConfigError
+from vidrt.longclip.causal import CausalRollout, CausalSettings
+from vidrt.longclip.kv_cache import KVCacheConfig
+from vidrt.longclip.shots import ShotSpan, as_shots, check_references, plan_shots
+from vidrt.longclip.sliding import SlidingWindow
+from vidrt.video import to_frames
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StreamPart", "StreamSummary", "stream", "save_stream", "MODES"]
+
+MODES = ("auto", "causal", "sliding")
+
+
+@dataclass
+class StreamPart:
+    """One finished chunk (causal) or window (sliding) of a streamed clip."""
+
+    index: int
+    shot: int  # index of the shot it belongs to
+    prompt: str
+    frames: np.ndarray  # (n, H, W, 3) uint8, this part's video frames
+    frame_start: int  # index of frames[0] in the whole clip
+    latents: torch.Tensor  # (1, C, t, H', W') clean latents of this part (CPU, fp32)
+    latent_start: int
+    seconds_done: float  # video seconds finished so far (incl. this part)
+    seconds_total: float
+    fps: float
+    timings: dict[str, float]  # denoise_s, commit_s (KV write), decode_s, part_s
+    elapsed_s: float  # wall seconds since the stream started
+    time_to_first_s: float  # wall seconds until the first part was ready
+    realtime_factor: float  # video seconds made / wall seconds so far (>= 1 is faster than real time)
+    mode: str  # "causal" | "causal-recompute" | "sliding"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def frame_stop(self) -> int:
+        return self.frame_start + self.frames.shape[0]
+
+
+@dataclass
+class StreamSummary:
+    """What :func:`save_stream` wrote."""
+
+    path: Path
+    frames: int
+    seconds: float
+    parts: int
+    total_s: float
+    time_to_first_s: float
+    realtime_factor: float
+    mode: str
+    complete: bool
+    part_s: list[float]
+
+
+def _default_window(pipe, chunk: int) -> int:
+    """Latent frames the model sees at once by default (its default clip length)."""
+    n = pipe.defaults.num_frames
+    return max(chunk, (n - 1) // pipe.vae_scale_temporal + 1)
+
+
+def stream(
+    pipe,
+    shots,
+    seconds: Optional[float] = None,
+    latency_target: Optional[float] = None,
+    *,
+    height: Optional[int] = None,
+    width: Optional[int] = None,
+    steps: Optional[int] = None,
+    guidance: Optional[float] = None,
+    seed: int = 0,
+    negative_prompt: Optional[str] = None,
+    sampler: Optional[str] = None,
+    shift: Optional[float] = None,
+    mode: str = "auto",
+    kv_cache: bool = True,
+    chunk_frames: Optional[int] = None,
+    sink_frames: Optional[int] = None,
+    window_frames: Optional[int] = None,
+    overlap_frames: Optional[int] = None,
+    context_noise: float = 0.0,
+    cache: Optional[str] = None,
+    cache_threshold: Optional[float] = None,
+    world: Optional[bool] = None,
+    max_sequence_length: Optional[int] = None,
+    progress: bool = False,
+) -> Iterator[StreamPart]:
+    """Generate a long clip part by part (a generator of :class:`StreamPart`).
+
+    ``shots``: a prompt, a ``Shot``, a list of them, or a YAML/JSON shot-list path; ``seconds`` is the
+    length of a single prompt (or rescales a shot list to that total).
+
+    Causal mode (default for models with ``num_frame_per_block > 0``): chunks of ``chunk_frames``
+    latent frames (the model's ``num_frame_per_block``), attending to ``sink_frames`` first frames
+    (default one chunk) and the last ``window_frames`` (default: the model's default clip length
+    minus sink and current chunk) through the KV cache; ``kv_cache=False`` recomputes the visible
+    past every step instead (the reference, slower). ``context_noise`` is the sigma at which a
+    finished chunk's keys/values are written (0 = clean). Sliding mode (bidirectional models):
+    windows of ``window_frames`` latent frames with ``overlap_frames`` re-noised context frames.
+
+    ``latency_target`` is seconds per part: the caching scheduler (``Pipeline.plan``) picks steps,
+    step cache and CFG mode for one part from this device's cost model; each part's
+    ``info["latency_target_met"]`` says whether it made it. ``world`` controls world-grammar
+    reference checks of the shot list (None: when the first prompt is a world prompt).
+    """
+    d = pipe.defaults
+    cfgm = pipe.transformer.config
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r}; use one of {', '.join(MODES)}")
+    causal_model = cfgm.num_frame_per_block > 0
+    if mode == "auto":
+        mode = "causal" if causal_model else "sliding"
+    elif mode == "causal" and not causal_model and chunk_frames is None:
+        raise ConfigError("this model is bidirectional (num_frame_per_block=0): causal streaming needs a causal "
+                          "variant; use mode='sliding' (or 'auto'), or pass chunk_frames= to force block-causal "
+                          "attention on it (quality will suffer: it was not trained that way)")
+    shot_list = as_shots(shots, seconds)
+    is_world = check_references(shot_list, world)
+
+    height = d.height if height is None else int(height)
+    width = d.width if width is None else int(width)
+    steps = d.steps if steps is None else int(steps)
+    guidance = d.guidance if guidance is None else float(guidance)
+    if steps < 1:
+        raise ConfigError(f"steps={steps}; use at least 1 denoising step")
+    _, c, _, hl, wl = pipe.latent_shape(1, 1, height, width)
+    _, ph, pw = cfgm.patch_size
+    frame_tokens = (hl // ph) * (wl // pw)
+    settings = CausalSettings(steps, guidance, sampler or d.sampler, shift, context_noise, cache, cache_threshold)
+    fps = d.fps
+
+    if mode == "causal":
+        chunk = int(chunk_frames or cfgm.num_frame_per_block)
+        sink = chunk if sink_frames is None else int(sink_frames)
+        if window_frames is None:
+            window_frames = max(chunk, (_default_window(pipe, chunk) - sink - chunk) // chunk * chunk)
+        kvc = KVCacheConfig(chunk, frame_tokens, sink, int(window_frames))
+        unit = chunk
+    else:
+        window = int(window_frames or min(_default_window(pipe, 1), 16))
+        overlap = int(overlap_frames or max(1, window // 4))
+        unit = 1
+    spans = plan_shots(shot_list, fps=fps, unit=unit, temporal=pipe.vae_scale_temporal)
+    total_latent = spans[-1].latent_stop
+    total_frames = 1 + pipe.vae_scale_temporal * (total_latent - 1)
+    seconds_total = total_frames / fps
+
+    if latency_target is not None:
+        shape = (1, c, unit if mode == "causal" else window, hl, wl)
+        sched = pipe.plan(latency_target, shape, cfg=guidance > 1.0, default_steps=steps)
+        p = sched.plan
+        settings.steps, settings.cache, settings.cache_threshold, settings.cfg_interval = (
+            p.steps, p.cache_spec, p.threshold, p.cfg_interval)
+        logger.info("latency target %.3fs per part: %s (predicted %.3fs)", latency_target, p.label(), sched.predicted_s)
+
+    if mode == "causal":
+        runner = CausalRollout(pipe, settings, latent_hw=(hl, wl), cache_config=kvc, use_cache=kv_cache)
+        label = "causal" if kv_cache else "causal-recompute"
+    else:
+        runner = SlidingWindow(pipe, settings, window_frames=window, overlap_frames=overlap)
+        label = "sliding"
+
+    logger.info("stream: %s, %d shot(s), %d latent frames -> %d frames (%.2fs at %g fps), %dx%d",
+                label, len(spans), total_latent, total_frames, seconds_total, fps, width, height)
+    return _run(pipe, runner, label, spans, seed=seed, negative_prompt=negative_prompt, guidance=guidance,
+                max_sequence_length=max_sequence_length, fps=fps, seconds_total=seconds_total, shape=(c, hl, wl),
+                unit=unit, latency_target=latency_target, progress=progress, world=is_world)
+
+
+def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[int, int]]:
+    """(latent start, latent count) of each part of a shot."""
+    s = span.latent_start
+    while s < span.latent_stop:
+        if mode == "sliding":
+            n = runner.window_frames if runner.context is None else runner.new_frames_per_window
+        else:
+            n = unit
+        n = min(n, span.latent_stop - s)
+        yield s, n
+        s += n
+
+
+def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative_prompt: Optional[str],
+         guidance: float, max_sequence_length, fps: float, seconds_total: float, shape, unit: int,
+         latency_target: Optional[float], progress: bool, world: bool) -> Iterator[StreamPart]:
+    cfg = guidance > 1.0
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    decoder = pipe.vae.stream_decoder()
+    c, hl, wl = shape
+    mode = "sliding" if label == "sliding" else "causal"
+    t_start = time.perf_counter()
+    first_s: Optional[float] = None
+    frames_done = 0
+    index = 0
+    bar = tqdm(total=round(seconds_total, 2), desc="video", unit="s", disable=not progress, leave=True,
+               bar_format="{l_bar}{bar}| {n:.2f}/{total:.2f} video s [{elapsed}<{remaining}{postfix}]")
+    try:
+        for span in spans:
+            shot = span.shot
+            neg = shot.negative_prompt if shot.negative_prompt is not None else (
+                negative_prompt if negative_prompt is not None else pipe.defaults.negative_prompt)
+            t0 = time.perf_counter()
+            ctx = pipe.encode_prompts([shot.prompt] + ([neg] if cfg else []), max_sequence_length)
+            kv = pipe.transformer.prepare_context(ctx)
+            text_s = time.perf_counter() - t0
+            if span.index > 0 and shot.cut == "hard":
+                runner.hard_cut()
+            last_span = span is spans[-1]
+            for start, n in _parts_of(span, mode, unit, runner):
+                t_part = time.perf_counter()
+                noise = torch.randn((1, c, n, hl, wl), generator=gen, dtype=torch.float32)
+                if mode == "causal":
+                    last = last_span and start + n == span.latent_stop
+                    lat, timings = runner.chunk(noise, kv, start, commit=not last)
+                else:
+                    lat, timings = runner.window(noise, kv, seed=int(seed) * 1_000_003 + start)
+                t0 = time.perf_counter()
+                video = decoder.decode(pipe.vae.denormalize(lat.to(pipe.device, pipe.vae.dtype)))
+                frames = to_frames(video[0])
+                timings["decode_s"] = time.perf_counter() - t0
+                timings["text_s"] = text_s
+                text_s = 0.0
+                now = time.perf_counter()
+                timings["part_s"] = now - t_part
+                if first_s is None:
+                    first_s = now - t_start
+                frames_done += frames.shape[0]
+                elapsed = now - t_start
+                info: dict[str, Any] = {"world": world}
+                if latency_target is not None:
+                    info["latency_target_s"] = latency_target
+                    info["latency_target_met"] = timings["part_s"] - timings["text_s"] <= latency_target
+                part = StreamPart(index=index, shot=span.index, prompt=shot.prompt, frames=frames,
+                                  frame_start=frames_done - frames.shape[0], latents=lat.detach().cpu(),
+                                  latent_start=start, seconds_done=frames_done / fps, seconds_total=seconds_total,
+                                  fps=fps, timings=timings, elapsed_s=elapsed, time_to_first_s=first_s,
+                                  realtime_factor=(frames_done / fps) / max(elapsed, 1e-9), mode=label, info=info)
+                index += 1
+                bar.update(round(frames.shape[0] / fps, 4))
+                bar.set_postfix_str(f"rtf {part.realtime_factor:.3f}x, shot {span.index + 1}/{len(spans)}")
+                yield part
+    finally:
+        bar.close()
+
+
+def save_stream(parts, path: Union[str, Path], fps: Optional[float] = None, quality: int = 8) -> StreamSummary:
+    """Write every part's frames to an MP4 as they arrive; an exception or interrupt mid-stream still
+    leaves a playable file with every finished part (the error is re-raised after closing it)."""
+    from vidrt.mp4 import Mp4Writer
+
+    path = Path(path)
+    writer = None
+    n_parts = frames = 0
+    last = None
+    part_s: list[float] = []
+    complete = False
+    try:
+        for part in parts:
+            if writer is None:
+                writer = Mp4Writer(path, fps=fps or part.fps, quality=quality)
+            writer.write(part.frames)
+            n_parts += 1
+            frames += part.frames.shape[0]
+            part_s.append(part.timings["part_s"])
+            last = part
+        complete = True
+    finally:
+        if writer is not None:
+            writer.close()
+    rate = fps or (last.fps if last else 16.0)
+    return StreamSummary(path, frames, frames / rate, n_parts, last.elapsed_s if last else 0.0,
+                         last.time_to_first_s if last else math.nan, last.realtime_factor if last else 0.0,
+                         last.mode if last else "", complete, part_s)
