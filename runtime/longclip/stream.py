@@ -253,7 +253,11 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                     first_s = now - t_start
                 frames_done += frames.shape[0]
                 elapsed = now - t_start
-                info: dict[str, Any] = {"world": world}
+                info: dict[str, Any] = {"world": world, **runner.stats}
+                cache = getattr(runner, "cache", None)
+                if cache is not None:
+                    info.update(kv_cache_bytes=cache.nbytes, kv_cached_tokens=cache.filled,
+                                kv_evicted_chunks=cache.evicted_chunks)
                 if latency_target is not None:
                     info["latency_target_s"] = latency_target
                     info["latency_target_met"] = timings["part_s"] - timings["text_s"] <= latency_target
@@ -263,7 +267,7 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                                   fps=fps, timings=timings, elapsed_s=elapsed, time_to_first_s=first_s,
                                   realtime_factor=(frames_done / fps) / max(elapsed, 1e-9), mode=label, info=info)
                 index += 1
-                bar.update(round(frames.shape[0] / fps, 4))
+                bar.n = round(part.seconds_done, 2)  # exact position (float updates would drift past total)
                 bar.set_postfix_str(f"rtf {part.realtime_factor:.3f}x, shot {span.index + 1}/{len(spans)}")
                 yield part
     finally:
