@@ -104,15 +104,14 @@ def plot(doc: dict, path: Union[str, Path]) -> Path:
                                       "pip install 'vidrt[bench]' (or matplotlib), or drop --plot") from None
     batches = sorted({c["batch"] for c in doc["cases"]})
     b0 = batches[0]
+    by_tokens = len({c["tokens"] for c in doc["cases"]}) > 1  # a shape sweep; else a batch sweep on one shape
     panels = 3 if len(batches) > 1 else 2
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
     axes = axes[0]
     labels = list(dict.fromkeys(r["label"] for c in doc["cases"] for r in c["results"]))
     for label in labels:
-        pts = sorted((c["tokens"], r) for c in doc["cases"] if c["batch"] == b0 for r in c["results"]
-                     if r["label"] == label)
-        if not pts:
-            continue
+        pts = sorted((c["tokens"] if by_tokens else c["batch"], r) for c in doc["cases"]
+                     if c["batch"] == b0 or not by_tokens for r in c["results"] if r["label"] == label)
         for ax, get in ((axes[0], lambda r: r["latency_s"]), (axes[1], lambda r: r["stages"].get("dit_per_step_s"))):
             ys = [(t, get(r)) for t, r in pts if get(r)]
             if not ys:
@@ -120,18 +119,24 @@ def plot(doc: dict, path: Union[str, Path]) -> Path:
             med = [s["median"] for _, s in ys]
             err = [[s["median"] - s["p10"] for _, s in ys], [s["p90"] - s["median"] for _, s in ys]]
             ax.errorbar([t for t, _ in ys], med, yerr=err, marker="o", capsize=3, label=label)
-    for ax, title in ((axes[0], f"end-to-end latency (batch {b0})"), (axes[1], "DiT time per denoising step")):
+    lat_title = f"end-to-end latency (batch {b0})" if by_tokens else "end-to-end latency per call"
+    for ax, title in ((axes[0], lat_title), (axes[1], "DiT time per denoising step")):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.autoscale_view()
         for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = axis.get_view_interval()
+            few = hi / max(lo, 1e-12) < 10  # less than a decade: label the 2-9 ticks too
+            axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0) if not few else
+                                                     tuple(float(i) for i in range(1, 10))))
             axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             axis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("DiT tokens per clip")
+        ax.set_xlabel("DiT tokens per clip" if by_tokens else "prompts per call (batch)")
         ax.set_ylabel("seconds (median, p10-p90 bars)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    if panels == 3:
+    if len(batches) > 1:
         ax = axes[2]
         for shape, label, by_batch in _batch_series(doc):
             bs = sorted(by_batch)
