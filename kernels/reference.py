@@ -43,7 +43,14 @@ class Rope3D:
         return self.grid[0] * self.grid[1] * self.grid[2]
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(L, D/2) cos and sin, one row per token."""
+        """(L, D/2) cos and sin, one row per token (built once per table object, then reused)."""
+        cached = self.__dict__.get("_dense")
+        if cached is None:
+            cached = self._build_dense()
+            self.__dict__["_dense"] = cached  # frozen dataclass: cache outside the fields
+        return cached
+
+    def _build_dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         t, h, w = self.grid
         parts_c, parts_s = [], []
         for axis, (c, s) in enumerate(zip(self.cos, self.sin)):

@@ -203,7 +203,17 @@ def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, toke
                            f"({fastest[2].plan.label()}) is predicted at {fastest[0]:.2f}s on {cost.key['device']}; "
                            f"raise the target, lower the resolution or frame count, or use a faster precision/backend")
     t, _, k = max(ok, key=lambda s: (s[1], -s[0]))
-    return Schedule(k.plan, t, target_s, len(ok), decode_s=cost.vae_decode(voxels))
+    plan = k.plan
+    # fill the budget: more steps of the same cache/CFG setting only add quality
+    max_steps = max(kk.plan.steps for kk in knobs)
+    while plan.steps < max_steps:
+        bigger = dataclasses.replace(plan, steps=plan.steps + 1)
+        tb = predict_seconds(bigger, cost, tokens=tokens, batch=batch, voxels=voxels, cfg=cfg,
+                             computed_fraction=k.computed_fraction)
+        if tb > target_s:
+            break
+        plan, t = bigger, tb
+    return Schedule(plan, t, target_s, len(ok), decode_s=cost.vae_decode(voxels))
 
 
 class Controller:

@@ -1,0 +1,88 @@
+"""Latency scheduler: planning on a known cost model, impossible targets, deadlines, re-planning."""
+import time
+
+import pytest
+
+import vidrt
+from vidrt.caching.scheduler import (Controller, CostModel, Knob, Plan, Schedule, candidate_plans, choose_plan,
+                                     predict_seconds)
+
+COST = CostModel({"device": "cpu"}, text_s=0.1, dit=(0.01, 1e-4, 0.0), vae=(0.05, 0.0))  # 0.01 + 1e-4*tokens*batch
+SHAPE = dict(tokens=100, batch=1, voxels=1000, cfg=True)
+
+
+def knobs():
+    out = []
+    for p in candidate_plans(20, thresholds=(0.1, 0.3)):
+        frac = {0.0: 1.0, 0.1: 0.7, 0.3: 0.45}[p.threshold]
+        psnr = 60.0 - 40.0 * (1 - p.steps / 20) - 6 * (1 - frac) * 3 - (4.0 if p.cfg_interval > 1 else 0.0)
+        out.append(Knob(p, frac, psnr))
+    return out
+
+
+def test_prediction_counts_cfg_and_cache():
+    full = predict_seconds(Plan(10), COST, **SHAPE)
+    assert full == pytest.approx(0.1 + 10 * (0.01 + 1e-4 * 200) + 0.05)
+    cached = predict_seconds(Plan(10, "teacache", 0.1), COST, computed_fraction=0.5, **SHAPE)
+    assert cached == pytest.approx(0.1 + 0.5 * 10 * 0.03 + 0.05)
+    half_cfg = predict_seconds(Plan(10, None, 0.0, 2), COST, **SHAPE)
+    assert full > half_cfg > full * 0.6
+
+
+def test_best_quality_within_target_and_monotone():
+    ks = knobs()
+    exact = predict_seconds(Plan(20), COST, **SHAPE)
+    targets = [exact * f for f in (0.3, 0.45, 0.6, 0.8, 1.0)]
+    chosen = [choose_plan(t, COST, ks, **SHAPE) for t in targets]
+    for sch, t in zip(chosen, targets):
+        assert sch.predicted_s <= t
+        assert sch.predicted_s >= 0.8 * t  # the budget is filled, not wasted
+    assert chosen[-1].plan == Plan(20)  # enough time: the exact plan
+    steps = [c.plan.steps for c in chosen]
+    assert steps == sorted(steps)  # quality knob (steps) monotone in the target
+
+
+def test_impossible_target_names_the_fastest_plan():
+    with pytest.raises(vidrt.LatencyError, match=r"impossible.*fastest plan.*predicted at \d+\.\d+s"):
+        choose_plan(0.05, COST, knobs(), **SHAPE)
+
+
+def test_controller_raises_threshold_when_behind():
+    class Block:
+        threshold = 0.1
+
+    sch = Schedule(Plan(10, "teacache", 0.1), 1.0, 1.0, 1)
+    ctl = Controller(sch, loop_budget_s=0.01, start=time.perf_counter() - 0.5)  # far behind
+    blk = Block()
+    ctl.after_step(2, blk)
+    assert blk.threshold > 0.1 and sch.replans and sch.replans[0]["after_step"] == 2
+
+
+def test_pipeline_latency_target_and_deadline(tiny_wan, tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))
+    from vidrt.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_wan)
+    kw = dict(height=32, width=32, num_frames=5, steps=6, progress=False, max_sequence_length=16)
+    v = pipe("a red circle", latency_target=60.0, **kw)
+    s = v.stats["schedule"]
+    assert s["plan"]["steps"] == 6 and s["predicted_s"] <= 60.0 and s["actual_s"] > 0
+    with pytest.raises(vidrt.LatencyError, match="impossible"):
+        pipe("a red circle", latency_target=1e-4, **kw)
+    with pytest.raises(vidrt.LatencyError, match="deadline already passed"):
+        pipe("a red circle", deadline=time.time() - 1, **kw)
+
+    # a deadline mid-run: stop cleanly after some steps, still return a decoded clip
+    calls = {"n": 0}
+    real = pipe.transformer.forward
+
+    def slow(*a, **k):
+        calls["n"] += 1
+        time.sleep(0.15)
+        return real(*a, **k)
+
+    monkeypatch.setattr(pipe.transformer, "forward", slow)
+    v = pipe("a red circle", deadline=time.time() + 0.4, **{**kw, "steps": 20})
+    st = v.stats["stopped"]
+    assert st["reason"] == "deadline" and 1 <= st["completed_steps"] < 20
+    assert v.frames.shape == (5, 32, 32, 3)
