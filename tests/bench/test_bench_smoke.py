@@ -7,8 +7,6 @@ from vidrt.bench import schema
 from vidrt.cli import main
 from vidrt.pipeline import embedded_model_path
 
-from conftest import SMOKE_ARGS
-
 
 def test_smoke_run_writes_valid_plausible_results(smoke_run, tiny_wan):
     rc, doc, paths = smoke_run
@@ -106,7 +104,7 @@ def test_model_default_and_random_presets(capsys, tmp_path):
     assert "no such folder" in capsys.readouterr().err
 
 
-def test_random_tiny_preset_builds_once(tmp_path, capsys):
+def test_random_tiny_preset_is_built_and_run(tmp_path, capsys):
     args = ["bench", "--model", "random:tiny", "--workdir", str(tmp_path), "--shapes", "16x16x1", "--steps", "1",
             "--repeats", "1", "--warmup", "0", "--text-len", "4", "--no-progress"]
     assert main(args) == 0
