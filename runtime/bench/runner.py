@@ -88,7 +88,12 @@ def parse_batches(text: str) -> list[int]:
 
 
 def check_config(cfg: BenchConfig) -> None:
-    """Reject options this build cannot run, naming what it can."""
+    """Reject options this build or machine cannot run, naming what it can (before any model is built)."""
+    from vidrt.attention import check_backend
+    from vidrt.precision import check_precision, resolve_device
+
+    check_precision(cfg.precision, resolve_device(cfg.device))
+    check_backend(cfg.attention)
     if cfg.backend not in BACKENDS:
         later = " is not available yet" if cfg.backend in PLANNED_BACKENDS else " is unknown"
         raise BackendUnavailableError(f"--backend {cfg.backend}{later}; this build runs --backend "

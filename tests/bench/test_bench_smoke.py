@@ -92,6 +92,14 @@ def test_bad_options_exit_2_with_the_fix(tiny_wan, capsys, extra, words):
         assert w in err
 
 
+def test_device_is_checked_before_a_random_model_is_built(capsys, tmp_path):
+    if __import__("torch").cuda.is_available():
+        pytest.skip("a GPU is present")
+    assert main(["bench", "--model", "random:wan1.3b", "--workdir", str(tmp_path), "--device", "cuda"]) == 2
+    assert "device='cpu'" in capsys.readouterr().err
+    assert not (tmp_path / "random-wan1.3b").exists()
+
+
 def test_model_default_and_random_presets(capsys, tmp_path):
     if (embedded_model_path() / "model_index.json").is_file():
         pytest.skip("the embedded model is present in this build (the missing-model error cannot happen)")
