@@ -335,17 +335,11 @@ class Pipeline:
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
-        from vidrt.caching.calibration import load_calibration
-        from vidrt.caching.scheduler import Knob, calibrate_cost, candidate_plans, choose_plan, load_knobs
+        from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for
 
-        cost = calibrate_cost(self)
-        knobs = load_knobs(load_calibration(self.source)) if self.source else []
-        if not knobs:  # uncalibrated quality: plans differ only in steps and CFG mode, ranked by steps
-            logger.warning("no quality calibration for %s; planning over steps and CFG mode only "
-                           "(run `vidrt calibrate` for cache-aware plans)", self.source or "this model")
-            knobs = [Knob(p, 1.0, psnr=None) for p in candidate_plans(default_steps) if p.cache is None]
-        return choose_plan(latency_target, cost, knobs, tokens=_tokens(shape, self.transformer.config.patch_size),
-                           batch=shape[0], voxels=shape[2] * shape[3] * shape[4], cfg=cfg)
+        return choose_plan(latency_target, calibrate_cost(self), knobs_for(self, default_steps),
+                           tokens=_tokens(shape, self.transformer.config.patch_size), batch=shape[0],
+                           voxels=shape[2] * shape[3] * shape[4], cfg=cfg)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:

@@ -252,3 +252,21 @@ def load_knobs(calibration: dict) -> list[Knob]:
 def knobs_to_json(knobs: Sequence[Knob]) -> list[dict]:
     return [{"plan": dataclasses.asdict(k.plan), "computed_fraction": k.computed_fraction, "psnr": k.psnr,
              "adherence": k.adherence} for k in knobs]
+
+
+_WARNED: set = set()
+
+
+def knobs_for(pipe, default_steps: int) -> list[Knob]:
+    """The plans the scheduler may choose for ``pipe``: its calibration's measured knobs, or (uncalibrated)
+    plans that differ only in steps and CFG mode, ranked by steps."""
+    from vidrt.caching.calibration import load_calibration
+
+    knobs = load_knobs(load_calibration(pipe.source)) if pipe.source else []
+    if knobs:
+        return knobs
+    if pipe.source not in _WARNED:
+        _WARNED.add(pipe.source)
+        logger.warning("no quality calibration for %s; planning over steps and CFG mode only "
+                       "(run `vidrt calibrate` for cache-aware plans)", pipe.source or "this model")
+    return [Knob(p, 1.0, psnr=None) for p in candidate_plans(default_steps) if p.cache is None]

@@ -1,0 +1,144 @@
+"""Step caches and the latency scheduler, measured on one model (default: the embedded one).
+
+    python benchmarks/bench_caching.py --model default --json benchmarks/results/caching_cpu.json \
+        --markdown benchmarks/results/caching_cpu.md
+
+1. Speed/quality of every cache policy and threshold vs the exact path in the same run: speedup
+   (median of interleaved repeats), PSNR / SSIM of frames vs exact, world adherence (world prompts).
+2. Scheduler accuracy: 5 latency targets between the fastest and the exact plan, 3 runs each:
+   actual / target time and quality (PSNR vs exact) per target.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+POLICIES = [(None, None), ("teacache", 0.05), ("teacache", 0.1), ("teacache", 0.2), ("teacache", 0.3),
+            ("first_block", 0.05), ("first_block", 0.1), ("first_block", 0.2), ("cfg", None),
+            ("teacache+cfg", 0.1), ("teacache+cfg", 0.2)]
+PROMPTS = ["a red circle moves right", "a blue square moves up and a yellow triangle stays still",
+           "a green triangle bounces on a gray background"]
+
+
+def _adherence(frames, prompt):
+    try:
+        from vidrt.world import score
+
+        return score(frames, prompt).adherence
+    except Exception:
+        return None
+
+
+def policy_table(pipe, gen: dict, repeats: int) -> list[dict]:
+    from vidrt.metrics import psnr, ssim
+
+    rows = []
+    exact = {p: pipe(p, **gen) for p in PROMPTS}
+    for policy, thr in POLICIES:
+        times_exact, times, ps, ss, ads, stats = [], [], [], [], [], None
+        for _ in range(repeats):
+            for p in PROMPTS:
+                t0 = time.perf_counter()
+                pipe(p, **gen)
+                times_exact.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                v = pipe(p, cache=policy, cache_threshold=thr, **gen)
+                times.append(time.perf_counter() - t0)
+                ps.append(min(psnr(v.frames, exact[p].frames), 99.0))
+                ss.append(ssim(v.frames, exact[p].frames))
+                a = _adherence(v.frames, p)
+                if a is not None:
+                    ads.append(a)
+                stats = v.stats.get("cache")
+        ex_ad = [a for a in (_adherence(exact[p].frames, p) for p in PROMPTS) if a is not None]
+        row = {"policy": policy or "none", "threshold": thr,
+               "speedup": statistics.median(times_exact) / statistics.median(times),
+               "seconds": statistics.median(times), "exact_seconds": statistics.median(times_exact),
+               "psnr_db": float(np.mean(ps)), "ssim": float(np.mean(ss)),
+               "adherence": float(np.mean(ads)) if ads else None,
+               "exact_adherence": float(np.mean(ex_ad)) if ex_ad else None, "last_run_cache_stats": stats}
+        rows.append(row)
+        print(f"{row['policy']:>14} {str(thr):>5}  x{row['speedup']:.2f}  PSNR {row['psnr_db']:.1f} dB  "
+              f"SSIM {row['ssim']:.3f}  adherence {row['adherence']}")
+    return rows
+
+
+def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
+    from vidrt.caching.scheduler import Plan, calibrate_cost, knobs_for, predict_seconds
+    from vidrt.metrics import psnr
+
+    shape = pipe.latent_shape(1, gen["num_frames"], gen["height"], gen["width"])
+    pt, ph, pw = pipe.transformer.config.patch_size
+    tokens = (shape[2] // pt) * (shape[3] // ph) * (shape[4] // pw)
+    cost = calibrate_cost(pipe)
+    kw = dict(tokens=tokens, batch=1, voxels=shape[2] * shape[3] * shape[4], cfg=gen["guidance"] > 1)
+    exact_t = predict_seconds(Plan(gen["steps"]), cost, **kw)
+    fastest = min(predict_seconds(k.plan, cost, computed_fraction=k.computed_fraction, **kw)
+                  for k in knobs_for(pipe, gen["steps"]))
+    exact = pipe(PROMPTS[0], **gen)
+    rows = []
+    for target in np.linspace(fastest * 1.1, exact_t, 5):
+        ratios, quality, labels = [], [], []
+        for _ in range(runs):
+            v = pipe(PROMPTS[0], latency_target=float(target), **{k: x for k, x in gen.items() if k != "steps"},
+                     steps=gen["steps"])
+            ratios.append(v.stats["total_s"] / target)
+            quality.append(min(psnr(v.frames, exact.frames), 99.0))
+            labels.append(v.stats["schedule"]["label"])
+        rows.append({"target_s": float(target), "actual_over_target_median": statistics.median(ratios),
+                     "ratios": ratios, "psnr_db": statistics.median(quality), "plan": labels[-1]})
+        print(f"target {target:.2f}s  actual/target {statistics.median(ratios):.2f}  PSNR "
+              f"{statistics.median(quality):.1f} dB  ({labels[-1]})")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--height", type=int, default=64)
+    ap.add_argument("--width", type=int, default=64)
+    ap.add_argument("--frames", type=int, default=17)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--markdown", default=None)
+    ap.add_argument("--skip-scheduler", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    from vidrt.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(None if args.model == "default" else args.model)
+    gen = dict(height=args.height, width=args.width, num_frames=args.frames, steps=args.steps or pipe.defaults.steps,
+               guidance=pipe.defaults.guidance, seed=0, progress=False)
+    table = policy_table(pipe, gen, args.repeats)
+    sched = [] if args.skip_scheduler else scheduler_accuracy(pipe, gen)
+    out = {"schema": "vidrt.bench.caching/1", "model": pipe.source, "device": "cpu", "threads": torch.get_num_threads(),
+           "generation": gen, "policies": table, "scheduler": sched}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    if args.markdown:
+        lines = [f"# Step caches and scheduler on {Path(pipe.source).name} (CPU, {out['threads']} threads)", "",
+                 f"{gen['num_frames']} frames {gen['height']}x{gen['width']}, {gen['steps']} steps, guidance "
+                 f"{gen['guidance']}; prompts: {', '.join(PROMPTS)}.", "",
+                 "| policy | threshold | speedup vs exact | PSNR vs exact | SSIM | adherence (exact) |",
+                 "|---|---|---|---|---|---|"]
+        for r in table:
+            ad = "n/a" if r["adherence"] is None else f"{r['adherence']:.3f} ({r['exact_adherence']:.3f})"
+            lines.append(f"| {r['policy']} | {r['threshold']} | x{r['speedup']:.2f} | {r['psnr_db']:.1f} dB | "
+                         f"{r['ssim']:.3f} | {ad} |")
+        if sched:
+            lines += ["", "## Scheduler accuracy (median of 3 runs)", "",
+                      "| target | actual / target | PSNR vs exact | plan |", "|---|---|---|---|"]
+            lines += [f"| {r['target_s']:.2f} s | {r['actual_over_target_median']:.2f} | {r['psnr_db']:.1f} dB | "
+                      f"{r['plan']} |" for r in sched]
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
