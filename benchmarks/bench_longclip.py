@@ -92,6 +92,8 @@ def child_stream(spec: dict) -> dict:
         "chunk_latency_s": [round(m["latency_s"], 5) for m in parts_meta],
         "kv_cache_bytes": parts_meta[-1]["kv_cache_bytes"] if parts_meta else None,
     }
+    for key in ("denoise_s", "commit_s", "decode_s"):
+        out[f"mean_{key}"] = float(np.mean([m[key] for m in parts_meta]))
     lat = out["chunk_latency_s"]
     if len(lat) >= 20:
         out["first10_mean_s"] = float(np.mean(lat[:10]))
@@ -209,6 +211,8 @@ def _markdown(r: dict) -> str:
              f"| per-chunk latency, first 10 / last 10 (mean) | {l.get('first10_mean_s', float('nan')) * 1000:.1f} ms / "
              f"{l.get('last10_mean_s', float('nan')) * 1000:.1f} ms |",
              f"| last 10 vs first 10 (target within 10%) | **{l.get('last10_vs_first10', float('nan')):.3f}** |",
+             f"| mean per chunk: denoise / KV write / VAE decode | {l['mean_denoise_s'] * 1000:.1f} / "
+             f"{l['mean_commit_s'] * 1000:.1f} / {l['mean_decode_s'] * 1000:.1f} ms |",
              f"| time to first chunk (long run) | {l['time_to_first_chunk_s']:.3f} s |",
              f"| total time (long run, excl. model load) | {l['total_s']:.2f} s |",
              f"| real-time factor (video s / wall s) | {l['realtime_factor']:.3f}x |",

@@ -117,8 +117,9 @@ def stream(
     ``shots``: a prompt, a ``Shot``, a list of them, or a YAML/JSON shot-list path; ``seconds`` is the
     length of a single prompt (or rescales a shot list to that total).
 
-    Causal mode (default for models with ``num_frame_per_block > 0``): chunks of ``chunk_frames``
-    latent frames (the model's ``num_frame_per_block``), attending to ``sink_frames`` first frames
+    Causal mode (default for models with ``num_frame_per_block > 0``, or when ``chunk_frames`` is
+    given for a causal checkpoint whose config lacks it): chunks of ``chunk_frames`` latent frames
+    (default: the model's ``num_frame_per_block``), attending to ``sink_frames`` first frames
     (default one chunk) and the last ``window_frames`` (default: the model's default clip length
     minus sink and current chunk) through the KV cache; ``kv_cache=False`` recomputes the visible
     past every step instead (the reference, slower). ``context_noise`` is the sigma at which a
@@ -136,11 +137,12 @@ def stream(
         raise ConfigError(f"mode={mode!r}; use one of {', '.join(MODES)}")
     causal_model = cfgm.num_frame_per_block > 0
     if mode == "auto":
-        mode = "causal" if causal_model else "sliding"
+        mode = "causal" if causal_model or chunk_frames else "sliding"
     elif mode == "causal" and not causal_model and chunk_frames is None:
         raise ConfigError("this model is bidirectional (num_frame_per_block=0): causal streaming needs a causal "
-                          "variant; use mode='sliding' (or 'auto'), or pass chunk_frames= to force block-causal "
-                          "attention on it (quality will suffer: it was not trained that way)")
+                          "variant; use mode='sliding' (or 'auto'). If it IS a causal checkpoint whose config lacks "
+                          "num_frame_per_block (e.g. a Self-Forcing DiT swapped in with transformer=), pass "
+                          "chunk_frames=3 (its latent frames per chunk)")
     shot_list = as_shots(shots, seconds)
     is_world = check_references(shot_list, world)
 

@@ -1,5 +1,6 @@
 """Chunk-wise causal generation: KV cache == full recompute under the same block-causal mask."""
 import numpy as np
+import pytest
 import torch
 
 from vidrt.metrics import psnr
@@ -58,3 +59,14 @@ def test_per_frame_rope_positions_equal_offset():
         c = dit(x, t, ctx, frame_offset=[7, 9, 12])
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
+
+
+def test_latency_target_plans_per_chunk(causal_pipe, tmp_path, monkeypatch):
+    from vidrt.errors import LatencyError
+
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))  # the device cost model is measured into here
+    kw = dict(GEN, steps=6)
+    parts = list(causal_pipe.stream("a red circle moves right", seconds=1.0, latency_target=60.0, **kw))
+    assert all(p.timings["steps"] == 6 and p.info["latency_target_met"] for p in parts)
+    with pytest.raises(LatencyError):
+        causal_pipe.stream("a red circle moves right", seconds=1.0, latency_target=1e-6, **kw)
