@@ -44,7 +44,8 @@ def _load(args):
 
 
 def _add_generate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("prompt")
+    p.add_argument("prompt", nargs="?", default=None, help="the prompt (or --shots FILE)")
+    p.add_argument("--shots", default=None, help="a YAML/JSON shot list: streamed like `vidrt stream --shots`")
     _add_model_args(p)
     p.add_argument("-o", "--output", default="clip.mp4", help=".mp4, .gif or .png (1 frame)")
     p.add_argument("--negative-prompt", default=None)
@@ -63,6 +64,22 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "generate a clip (or an image with --frames 1) from a prompt")(_add_generate)
 def _generate(args: argparse.Namespace) -> int:
+    from vidrt.errors import ConfigError
+
+    if args.shots is not None:  # multi-shot clips go through the streaming (chunked, KV-cached) path
+        from vidrt.longclip import cli as longclip_cli
+
+        parser = argparse.ArgumentParser()
+        longclip_cli._add_stream(parser)
+        ns = parser.parse_args(["--shots", args.shots])
+        for k in ("model", "transformer", "device", "precision", "attention", "negative_prompt", "height", "width",
+                  "steps", "guidance", "seed", "sampler", "shift", "json", "seconds", "output"):
+            setattr(ns, k, getattr(args, k))
+        if args.prompt is not None:
+            raise ConfigError("give a prompt or --shots FILE, not both")
+        return longclip_cli._stream(ns)
+    if args.prompt is None:
+        raise ConfigError("give a prompt, e.g. vidrt generate 'a red circle moves right' -o clip.mp4")
     pipe = _load(args)
     frames = args.frames
     if args.seconds is not None:

@@ -103,3 +103,14 @@ def test_cli_stream(tiny_causal, tmp_path, capsys):
     shots.write_text("- a red circle moves right\n- the green circle stays still\n")
     assert main(["stream", "--shots", str(shots), "--model", str(tiny_causal), "--no-progress"]) == 2
     assert "the green circle" in capsys.readouterr().err
+
+
+def test_generate_shots_forwards_to_stream(tiny_causal, tmp_path):
+    from vidrt.cli import main
+
+    shots, out = tmp_path / "shots.yaml", tmp_path / "g.mp4"
+    shots.write_text("- {prompt: a red circle moves right, seconds: 0.5}\n"
+                     "- {prompt: the red circle bounces, seconds: 0.5, cut: hard}\n")
+    rc = main(["generate", "--shots", str(shots), "--model", str(tiny_causal), "--height", "32", "--width", "32",
+               "--steps", "2", "-o", str(out)])
+    assert rc == 0 and iio.imread(out).shape[0] > 8
