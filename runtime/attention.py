@@ -15,10 +15,9 @@ import math
 from typing import Callable, Optional
 
 import torch
-import torch.nn.functional as F
 
 from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError
-from vidrt.kernels.reference import MaskSpec, Rope3D, apply_rope
+from vidrt.kernels.reference import MaskSpec, Rope3D, apply_rope, attention_reference
 
 __all__ = ["attention", "MaskSpec", "Rope3D", "BACKENDS", "available_backends", "check_backend"]
 
@@ -26,20 +25,8 @@ BACKENDS = ("sdpa", "triton", "flash_attn")
 
 
 def _sdpa(q, k, v, rope_q, rope_k, mask, kv_lens, scale):
-    if rope_q is not None:
-        q = apply_rope(q, *rope_q.dense())
-    if rope_k is not None:
-        k = apply_rope(k, *rope_k.dense())
-    lq, lk = q.shape[1], k.shape[1]
-    allowed = mask.dense(lq, lk, q.device) if mask is not None else None
-    if kv_lens is not None:
-        keep = (torch.arange(lk, device=q.device)[None, :] < kv_lens.to(q.device)[:, None])[:, None, None, :]
-        allowed = keep if allowed is None else allowed[None, None] & keep
-    elif allowed is not None:
-        allowed = allowed[None, None]
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=allowed, scale=scale)
-    return out.transpose(1, 2)
+    # the reference semantics of vidrt.kernels (one implementation of exact attention)
+    return attention_reference(q, k, v, rope_q=rope_q, rope_k=rope_k, mask=mask, kv_lens=kv_lens, scale=scale)
 
 
 def _triton(q, k, v, rope_q, rope_k, mask, kv_lens, scale):

@@ -13,5 +13,7 @@ def tiny_wan(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
+    """Every test starts from the same seed on one thread (tiny shapes; deterministic, no oversubscription)."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)
