@@ -126,7 +126,8 @@ class Pipeline:
         text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
         logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
         pipe = cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
-                   precision=precision, attention=attention, source=str(layout.root))
+                   precision=precision, attention=attention, source=str(layout.root),
+                   vae_scale_temporal=vae.temporal_factor, vae_scale_spatial=vae.spatial_factor)
         if fused_ops:
             check_backend("triton")
             dit.set_fused_ops(True)
