@@ -6,7 +6,7 @@ Stages (each resumable from the last checkpoint under --workdir):
 1. ``vae``: a small Wan-layout causal 3D VAE (4x time, 8x space) trained on world renders rendered on
    the fly from *training* prompts only (the held-out split of ``vidrt.world`` never enters training):
    1-frame images and 5/9/17-frame windows of 33-frame clips at several sizes. Loss: L1 + L2 on pixels in
-   [-1, 1] + a small KL. Afterwards the per-channel latent mean/std are measured and stored in the VAE
+   [-1, 1] (decoding the latent mean) + a small KL. Afterwards the per-channel latent mean/std are measured and stored in the VAE
    config (``latents_mean`` / ``latents_std``), so the DiT sees unit-scale latents.
 2. ``dit``: the VAE is frozen. A streaming latent cache (per bucket, ring buffer) is filled with encoded
    training clips, and every step encodes a few new ones, so data grows as training goes on while each
@@ -73,13 +73,12 @@ class Preset:
     vae_z_dim: int = 16
     vae_dim_mult: tuple = (1, 2, 4, 4)
     vae_steps: int = 2500
-    vae_lr: float = 6e-4
+    vae_lr: float = 1e-4     # higher rates stall: RMSNorm-only features make colour learning fragile
     vae_kl: float = 1e-4
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
-    vae_buckets: tuple = ((1, 64, 64, 32, 16, 2), (1, 128, 128, 64, 4, 1), (1, 64, 64, 0, 4, 1),
-                          (1, 96, 64, 0, 2, 0.5), (5, 64, 64, 32, 4, 2), (9, 64, 64, 32, 2, 2),
-                          (17, 64, 64, 32, 1, 2), (17, 64, 64, 0, 1, 0.5))
+    vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
+                          (5, 64, 64, 32, 2, 2), (9, 64, 64, 32, 1, 1.5), (17, 64, 64, 32, 1, 1))
     # DiT
     dit_dim: int = 128
     dit_heads: int = 2
@@ -92,7 +91,7 @@ class Preset:
     text_ff: int = 256
     max_text_len: int = 32
     dit_steps: int = 4000
-    dit_lr: float = 4e-4
+    dit_lr: float = 3e-4
     dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (max 32)
     cfg_dropout: float = 0.1
     ema_decay: float = 0.998
@@ -102,8 +101,8 @@ class Preset:
                           (17, 64, 96, 0.5), (33, 64, 64, 4), (33, 96, 64, 0.7), (33, 64, 96, 0.7),
                           (33, 64, 128, 0.3), (33, 128, 64, 0.3), (33, 128, 128, 0.3))
     cache_per_bucket: int = 600          # ring buffer size per bucket
-    cache_warm: int = 24                 # clips encoded per bucket before DiT training starts (x weight)
-    new_clips_per_step: float = 1.0      # newly rendered + encoded clips per DiT step (fractional: on average)
+    cache_warm: int = 12                 # clips encoded per bucket before DiT training starts (x weight)
+    new_clips_per_step: float = 0.5      # newly rendered + encoded clips per DiT step (fractional: on average)
     # generation defaults written to vidrt.json
     gen_height: int = 64
     gen_width: int = 64
@@ -112,7 +111,7 @@ class Preset:
     gen_guidance: float = 5.0
     gen_shift: float = 2.0
     # eval
-    eval_vae_prompts: int = 24
+    eval_vae_prompts: int = 8
     stats_clips: int = 48                # clips measured for the latent mean / std
     eval_prompts: int = 72
     checkpoint_minutes: float = 5.0
@@ -189,7 +188,29 @@ def make_vae(p: Preset) -> WanVAE:
     cfg = VAEConfig(base_dim=p.vae_base_dim, z_dim=p.vae_z_dim, dim_mult=p.vae_dim_mult, num_res_blocks=1,
                     temperal_downsample=(False, True, True)[: len(p.vae_dim_mult) - 1],
                     latents_mean=(0.0,) * p.vae_z_dim, latents_std=(1.0,) * p.vae_z_dim)
-    return WanVAE(cfg)
+    vae = WanVAE(cfg)
+    init_vae_(vae)
+    return vae
+
+
+def init_vae_(vae: WanVAE) -> None:
+    """Start every residual branch at zero (each block = its shortcut) and the encoder's input conv with a
+    large bias. The Wan VAE normalises features with RMSNorm, which keeps only their direction: in the flat
+    regions that make up most of a world frame, a colour survives the encoder only as the direction of
+    conv_in(colour) = W colour + b. With random residual branches on top, gray and white backgrounds end up
+    on one latent and training stalls at ~12 dB; with identity blocks and a bias as large as the colour
+    term and no other biases, every palette colour keeps its own direction from the first step."""
+    from vidrt.models.vae import ResidualBlock
+
+    with torch.no_grad():
+        for m in vae.modules():
+            if isinstance(m, ResidualBlock):
+                m.conv2.weight.zero_()
+            if isinstance(m, torch.nn.modules.conv._ConvNd) and m.bias is not None:
+                m.bias.zero_()  # shared offsets would pile up and pull every flat colour to one direction
+        conv_in = vae.encoder.conv_in
+        flat = conv_in.weight.sum(dim=(2, 3, 4))          # response to a flat colour: (C, 3)
+        conv_in.bias.copy_(torch.randn_like(conv_in.bias) * flat.norm(dim=1) * 1.0)
 
 
 def make_dit(p: Preset) -> WanDiT:
@@ -287,7 +308,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     state = ck.load("vae.pt")
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=p.vae_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed)
     step = 0
     if state is not None:
@@ -320,11 +341,12 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
                            p.vae_steps)
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.vae_steps, p.vae_lr)
+            g["lr"] = lr_at(step, p.vae_steps, p.vae_lr, warmup=50)
         x = vae_batch(p, rng).to(device)
         dist = vae_moments(vae, x)
-        z = dist.mean + torch.randn_like(dist.mean) * dist.std
-        y = vae_decode_train(vae, z)
+        # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
+        # bury the signal in noise for thousands of steps; the small KL keeps the latent scale bounded
+        y = vae_decode_train(vae, dist.mean)
         l1 = (y - x).abs().mean()
         mse = (y - x).pow(2).mean()
         kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
