@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerate every embedded-model figure in benchmarks/results/ (CPU). Run after (re)training the
+# default model: quality (issue 3), precision modes (5), step caches + scheduler (6), vidrt vs diffusers (8).
+# Usage: bash benchmarks/run_default_model.sh [quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=benchmarks/results
+Q=${1:-}
+if [[ "$Q" == quick ]]; then EVAL="--quick"; REP=3; else EVAL=""; REP=5; fi
+python benchmarks/eval_default_model.py $EVAL
+vidrt calibrate --model default --frames 17
+vidrt compare --model default --precision fp32,bf16,fp16,fp8,int8,int8_dynamic --backend torch,onnxruntime \
+    --json $R/compare_cpu_default.json --markdown $R/compare_cpu_default.md --plot $R/compare_cpu_default.png
+python benchmarks/bench_caching.py --model default --frames 17 \
+    --json $R/caching_cpu_default.json --markdown $R/caching_cpu_default.md
+vidrt bench --model default --shapes 64x64x33,96x64x17,64x64x1 --batch 1,2 --baseline diffusers --repeats $REP \
+    --json $R/cpu_default.json --markdown $R/cpu_default.md --plot $R/cpu_default.png --no-progress
