@@ -72,7 +72,7 @@ class Preset:
     vae_base_dim: int = 12
     vae_z_dim: int = 16
     vae_dim_mult: tuple = (1, 2, 4, 4)
-    vae_steps: int = 2500
+    vae_steps: int = 10000
     vae_lr: float = 1e-4     # higher rates stall: RMSNorm-only features make colour learning fragile
     vae_kl: float = 1e-4
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
@@ -200,12 +200,14 @@ def init_vae_(vae: WanVAE) -> None:
     conv_in(colour) = W colour + b. With random residual branches on top, gray and white backgrounds end up
     on one latent and training stalls at ~12 dB; with identity blocks and a bias as large as the colour
     term and no other biases, every palette colour keeps its own direction from the first step."""
-    from vidrt.models.vae import ResidualBlock
+    from vidrt.models.vae import AttentionBlock, ResidualBlock
 
     with torch.no_grad():
         for m in vae.modules():
             if isinstance(m, ResidualBlock):
                 m.conv2.weight.zero_()
+            if isinstance(m, AttentionBlock):  # a random mid-block attention adds one global vector everywhere
+                m.proj.weight.zero_()           # and drowns the spatial detail: objects never got learned
             if isinstance(m, torch.nn.modules.conv._ConvNd) and m.bias is not None:
                 m.bias.zero_()  # shared offsets would pile up and pull every flat colour to one direction
         conv_in = vae.encoder.conv_in
