@@ -186,6 +186,11 @@ def _images_to_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.view(batch, bt // batch, c, h, w).transpose(1, 2)
 
 
+def _use_onednn(x: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
 class CausalConv3d(nn.Conv3d):
     """Conv3d that pads time only on the past side: with zeros at the clip start, else with cached frames."""
 
@@ -206,6 +211,11 @@ class CausalConv3d(nn.Conv3d):
             cache.put(self, x[:, :, -self.past_frames:].clone())
         if missing or any(self.space_pad):
             x = F.pad(x, (*self.space_pad, missing, 0))
+        if _use_onednn(x):
+            # PyTorch picks its slow reference conv3d for small single-clip inputs (N*C*T*H <= 20480);
+            # oneDNN is 1.5-2x faster there and computes the same convolution.
+            return torch.mkldnn_convolution(x, self.weight, self.bias, (0, 0, 0), self.stride, self.dilation,
+                                            self.groups)
         return super().forward(x)
 
 
