@@ -34,10 +34,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
     p.add_argument("--attention", default="sdpa", help="sdpa | triton | flash_attn")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's); 1 avoids oversubscription on a shared machine")
 
 
 def _load(args):
     from vidrt.pipeline import Pipeline
+
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     return Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                     attention=args.attention, transformer=args.transformer)
