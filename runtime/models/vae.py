@@ -188,7 +188,8 @@ def _images_to_frames(x: torch.Tensor, batch: int) -> torch.Tensor:
 
 def _use_onednn(x: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export())  # exported graphs: plain conv
 
 
 class CausalConv3d(nn.Conv3d):
