@@ -168,10 +168,10 @@ def measure_case(targets: Sequence, req: Request, latents: torch.Tensor, warmup:
 
 def psnr(frames: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> Optional[float]:
     """PSNR (dB, peak 255) between two lists of uint8 clips; None when identical."""
-    a = np.concatenate([np.asarray(f, np.float64).ravel() for f in frames])
-    b = np.concatenate([np.asarray(f, np.float64).ravel() for f in ref])
-    mse = float(np.mean((a - b) ** 2))
-    return None if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
+    from vidrt.metrics import psnr as clip_psnr
+
+    value = clip_psnr(np.concatenate([np.ravel(f) for f in frames]), np.concatenate([np.ravel(f) for f in ref]))
+    return None if math.isinf(value) else value  # JSON has no infinity
 
 
 def _world_scorer():
