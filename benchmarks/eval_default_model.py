@@ -214,7 +214,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = {"steps": args.steps or d.steps, "guidance": args.guidance if args.guidance is not None else d.guidance,
                 "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
                 "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
-    indexed = list(enumerate(prompts))
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "model_note": args.note, "settings": settings, "held_out_prompts": len(prompts),
                               "configs": []}

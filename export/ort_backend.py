@@ -10,7 +10,7 @@ import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -182,7 +182,7 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     """
     from transformers import AutoTokenizer
 
-    from vidrt.export.onnx_export import FILES, is_onnx_dir, load_manifest
+    from vidrt.export.onnx_export import FILES, load_manifest
     from vidrt.pipeline import GenerationDefaults
 
     require_onnxruntime()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vidrt.attention import check_backend
-from vidrt.checkpoints.load import (CheckpointLayout, load_text_encoder, load_transformer, load_vae,
+from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_vae,
                                     resolve_layout)
 from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError
 from vidrt.models.dit import WanDiT

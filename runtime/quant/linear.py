@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from vidrt.quant.formats import FP8, dequantize, quantize_fp8, quantize_int8
+from vidrt.quant.formats import dequantize, quantize_fp8, quantize_int8
 
 
 def fp8_supported(device: torch.device) -> bool:
