@@ -274,11 +274,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     elif args.model:
         model, label, weights = args.model, args.model, "checkpoint weights"
     else:
-        from vidrt.pipeline import embedded_model_path
+        from vidrt.pipeline import EMBEDDED_CAUSAL_MODEL, embedded_model_path
 
-        model = embedded_model_path().parent / "default_causal"
-        if not (model / "model_index.json").is_file():
-            print(f"no embedded causal model at {model}; pass --model PATH or --random", file=sys.stderr)
+        model = EMBEDDED_CAUSAL_MODEL
+        if not (embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+            print(f"no embedded causal model at {embedded_model_path(causal=True)}; pass --model PATH or --random",
+                  file=sys.stderr)
             return 2
         label, weights, embedded = "embedded causal model", "embedded causal model (trained)", True
     from vidrt.pipeline import Pipeline

@@ -26,6 +26,7 @@ from vidrt.video import Video, to_frames
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "default"
+EMBEDDED_CAUSAL_MODEL = "default-causal"   # the default model's VAE + text encoder with its causal DiT
 
 
 @dataclass
@@ -49,9 +50,10 @@ class GenerationDefaults:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def embedded_model_path() -> Path:
-    """Folder of the embedded default model shipped inside the package."""
-    return Path(str(resources.files("vidrt") / "assets" / "default"))
+def embedded_model_path(causal: bool = False) -> Path:
+    """Folder of the embedded default model shipped inside the package (``causal``: of its causal DiT,
+    a diffusers transformer folder used with the default model's VAE and text encoder)."""
+    return Path(str(resources.files("vidrt") / "assets" / ("default_causal" if causal else "default")))
 
 
 class Pipeline:
@@ -107,6 +109,15 @@ class Pipeline:
         text_dtype = (check_plain_precision(text_precision, dev, "text encoder") if text_precision
                       else dtype_of(precision))  # quantized DiT modes: their compute dtype (bf16)
         check_backend(attention)
+        if str(path) == EMBEDDED_CAUSAL_MODEL:
+            if transformer is not None:
+                raise ConfigError(f"'{EMBEDDED_CAUSAL_MODEL}' already names its transformer; pass the base model "
+                                  f"('{EMBEDDED_MODEL}') with transformer=")
+            transformer = embedded_model_path(causal=True) / "transformer"
+            if not (transformer / "config.json").is_file():
+                raise CheckpointError(f"the embedded causal model is not in this build ({transformer} is empty); "
+                                      "train it with tools/train_default_model.py or pass a causal checkpoint")
+            path = None
         if path is None or str(path) == EMBEDDED_MODEL:
             path = embedded_model_path()
             if not (path / "model_index.json").is_file():

@@ -98,3 +98,19 @@ def test_cli_info(capsys):
     assert cli_main(["info"]) == 0
     out = capsys.readouterr().out
     assert "torch:" in out and "sdpa: ok" in out
+
+
+def test_embedded_causal_model_loads_or_says_how_to_get_it(monkeypatch, tmp_path):
+    """'default-causal' = the embedded VAE + text encoder with the causal DiT; absent -> a CheckpointError
+    naming the fix (checked with the package's causal folder pointed at an empty directory)."""
+    import vidrt.pipeline as P
+
+    if (P.embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+        pipe = vidrt.Pipeline.from_pretrained("default-causal")
+        assert pipe.transformer.config.num_frame_per_block > 0
+    real = P.embedded_model_path
+    monkeypatch.setattr(P, "embedded_model_path", lambda causal=False: tmp_path if causal else real())
+    with pytest.raises(vidrt.CheckpointError, match="train it with tools/train_default_model.py"):
+        vidrt.Pipeline.from_pretrained("default-causal")
+    with pytest.raises(vidrt.ConfigError, match="already names its transformer"):
+        vidrt.Pipeline.from_pretrained("default-causal", transformer=tmp_path)

@@ -60,3 +60,16 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     theirs = (np.clip(theirs, 0, 1) * 255).round().astype(np.uint8)
     err = np.abs(ours.frames.astype(np.int16) - theirs.astype(np.int16))
     assert err.max() <= 2, f"vidrt and diffusers frames differ by up to {err.max()}"
+
+    # the causal variant: a fine-tuned DiT (not the base weights) with num_frame_per_block, exported beside the
+    # model, that streams chunk by chunk on the base model's VAE and text encoder
+    causal = tmp_path / "model_causal"
+    cfg = json.loads((causal / "transformer" / "config.json").read_text())
+    assert cfg["num_frame_per_block"] == 1
+    assert torch.load(work / "causal.pt", weights_only=False)["step"] == 4
+    cpipe = vidrt.Pipeline.from_pretrained(out, transformer=causal / "transformer")
+    assert cpipe.transformer.config.num_frame_per_block == 1
+    base_w = pipe.transformer.blocks[0].attn1.to_q.weight
+    assert not torch.equal(cpipe.transformer.blocks[0].attn1.to_q.weight, base_w)
+    parts = list(cpipe.stream(prompt, seconds=1.0, height=32, width=32, steps=2, guidance=1.0, progress=False))
+    assert sum(p.frames.shape[0] for p in parts) >= 13 and len(parts) >= 3

@@ -75,6 +75,9 @@ class Preset:
     vae_steps: int = 10000
     vae_lr: float = 1e-4     # higher rates stall: RMSNorm-only features make colour learning fragile
     vae_kl: float = 1e-4
+    # objects cover ~5-10% of a frame: with a plain mean loss the VAE learns the background and leaves objects
+    # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
+    vae_fg_weight: float = 10.0
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
@@ -103,6 +106,17 @@ class Preset:
     cache_per_bucket: int = 600          # ring buffer size per bucket
     cache_warm: int = 12                 # clips encoded per bucket before DiT training starts (x weight)
     new_clips_per_step: float = 0.5      # newly rendered + encoded clips per DiT step (fractional: on average)
+    # causal variant (long clips, vidrt.longclip): fine-tuned from the DiT's EMA with diffusion forcing
+    causal_steps: int = 3000
+    causal_lr: float = 1e-4
+    causal_chunk: int = 3                # latent frames per chunk (num_frame_per_block)
+    causal_seconds: tuple = (2, 5, 10, 20)   # lengths of the renders that training windows are cut from
+    causal_max_gap: int = 240            # most latent frames between the sink chunk and the rest (60 s)
+    causal_clean_prob: float = 0.5       # chance a chunk is clean context (timestep 0, no loss)
+    causal_batch: int = 8
+    causal_cache: int = 240              # long clips kept (latents); each gives many windows
+    causal_warm: int = 48                # long clips encoded before training starts
+    causal_new_per_step: float = 0.2     # newly rendered long clips per step (on average)
     # generation defaults written to vidrt.json
     gen_height: int = 64
     gen_width: int = 64
@@ -127,7 +141,8 @@ PRESETS = {
         text_heads=2, text_ff=32, dit_steps=6, dit_tokens_per_batch=64,
         dit_buckets=((1, 32, 32, 1), (5, 32, 32, 1), (1, 32, 48, 1)), cache_per_bucket=8, cache_warm=2,
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
-        checkpoint_minutes=0.0, log_every=2),
+        checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
+        causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2),
 }
 
 
@@ -172,6 +187,18 @@ def vae_batch(preset: Preset, rng: np.random.Generator) -> torch.Tensor:
             y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, wd - crop + 1))
             clips[-1] = clips[-1][:, :, y0:y0 + crop, x0:x0 + crop]
     return torch.stack(clips)
+
+
+def pixel_weights(x: torch.Tensor, fg_weight: float) -> torch.Tensor:
+    """(B, 1, T, H, W) loss weights: 1 on the background, 1 + fg_weight on objects and a 2-pixel rim around
+    them (edges are where reconstructions blur). The background of a frame is its per-channel median colour."""
+    if fg_weight <= 0:
+        return torch.ones_like(x[:, :1])
+    bg = x.flatten(3).median(dim=3).values[..., None, None]
+    fg = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.05).float()
+    b, _, t, h, w = fg.shape
+    fg = F.max_pool2d(fg.transpose(1, 2).reshape(b * t, 1, h, w), 5, stride=1, padding=2)
+    return 1.0 + fg_weight * fg.reshape(b, t, 1, h, w).transpose(1, 2)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -349,8 +376,9 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
         # bury the signal in noise for thousands of steps; the small KL keeps the latent scale bounded
         y = vae_decode_train(vae, dist.mean)
-        l1 = (y - x).abs().mean()
-        mse = (y - x).pow(2).mean()
+        w = pixel_weights(x, p.vae_fg_weight)
+        l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
+        mse = ((y - x).pow(2) * w).sum() / (w.sum() * 3)
         kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
         loss = l1 + mse + p.vae_kl * kl
         opt.zero_grad(set_to_none=True)
@@ -561,6 +589,168 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
     return state
 
 
+# ------------------------------------------------------------------------------- causal variant stage
+
+class LongClipCache:
+    """Latents of whole long renders (several seconds, at the generation size) with their prompts; training
+    windows are cut from them as the stream sees a clip: [sink chunk | previous chunk | current chunk]."""
+
+    def __init__(self, p: Preset):
+        self.p = p
+        self.items: dict[int, list] = {}   # latent frames -> [(latents fp16 (C, T, h, w), prompt)]
+        self.added = 0
+
+    @staticmethod
+    def frames_for(seconds: float) -> int:
+        return 1 + 4 * max(1, int(round(seconds * FPS / 4)))
+
+    def state(self) -> dict:
+        return {"items": self.items, "added": self.added}
+
+    def load(self, s: dict) -> None:
+        self.items, self.added = s["items"], s["added"]
+
+    def __len__(self) -> int:
+        return sum(map(len, self.items.values()))
+
+    @torch.no_grad()
+    def add(self, vae: WanVAE, rng: np.random.Generator, device: torch.device) -> None:
+        p = self.p
+        prompt = sample_train_prompt(rng)
+        frames = self.frames_for(float(rng.choice(p.causal_seconds)))
+        x = render_clip(prompt, frames, p.gen_height, p.gen_width, int(rng.integers(2**31)))[None].to(device)
+        z = vae.normalize(vae.encode(x))[0].to("cpu", torch.float16)
+        bucket = self.items.setdefault(z.shape[1], [])
+        per_bucket = max(1, p.causal_cache // len(p.causal_seconds))
+        if len(bucket) < per_bucket:
+            bucket.append((z, prompt))
+        else:
+            bucket[int(rng.integers(len(bucket)))] = (z, prompt)
+        self.added += 1
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, list[str], list[int]]:
+        """(B, C, 3 chunks, h, w) latents, prompts, RoPE frame positions (shared by the batch)."""
+        p, c = self.p, self.p.causal_chunk
+        n = 3 * c
+        lengths = sorted(t for t, v in self.items.items() if t >= n and v)
+        t_len = int(rng.choice(lengths))
+        items = self.items[t_len]
+        idx = rng.integers(len(items), size=p.causal_batch)
+        z = torch.stack([items[i][0] for i in idx]).float()
+        starts = list(range(c, t_len - 2 * c + 1, c))   # chunk-aligned, as the stream makes them
+        if t_len == n or rng.random() < 0.25:           # the start of a clip: chunks 0, 1, 2
+            pos = list(range(n))
+        else:                                            # sink chunk + two consecutive later chunks
+            a = int(rng.choice(starts))
+            gap = int(rng.integers(0, max(1, p.causal_max_gap - t_len) + 1)) if rng.random() < 0.5 else 0
+            pos = list(range(c)) + list(range(a + gap, a + gap + 2 * c))
+            z = torch.cat([z[:, :, :c], z[:, :, a:a + 2 * c]], dim=2)
+        if pos == list(range(n)):
+            z = z[:, :, :n]
+        return z, [items[i][1] for i in idx], pos
+
+
+def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed: int, device: torch.device,
+                 max_minutes: Optional[float]) -> dict:
+    """Block-causal fine-tune of the DiT (diffusion forcing: an independent noise level per chunk, clean
+    context chunks at timestep 0 as the stream's KV commit sees them), from the bidirectional EMA weights."""
+    from vidrt.attention import MaskSpec
+
+    tokenizer = make_tokenizer(p)
+    dit = make_dit(p).to(device)
+    text = make_text_encoder(p, len(tokenizer)).to(device)
+    dit.load_state_dict(dit_state["ema_dit"]), text.load_state_dict(dit_state["ema_text"])
+    ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
+    params = list(dit.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=p.causal_lr, betas=(0.9, 0.99), weight_decay=0.01)
+    rng = np.random.default_rng(seed + 2)
+    torch.manual_seed(seed + 2)
+    cache = LongClipCache(p)
+    step, elapsed0 = 0, 0.0
+    state = ck.load("causal.pt")
+    if state is not None:
+        dit.load_state_dict(state["dit"]), text.load_state_dict(state["text"])
+        ema_dit.load_state_dict(state["ema_dit"]), ema_text.load_state_dict(state["ema_text"])
+        opt.load_state_dict(state["opt"])
+        cache.load(state["cache"])
+        set_rng_state(rng, state["rng"])
+        step, elapsed0 = state["step"], state.get("elapsed", 0.0)
+        logger.info("causal: resuming at step %d (%d long clips cached)", step, len(cache))
+        if step >= p.causal_steps:
+            return state
+    if cache.added == 0:
+        t0 = time.time()
+        for _ in tqdm(range(p.causal_warm), desc="long clips", mininterval=10):
+            cache.add(vae, rng, device)
+        logger.info("causal: %d long clips rendered and encoded in %.1f s", cache.added, time.time() - t0)
+    c = p.causal_chunk
+    t_start, t_ckpt = time.time(), time.time()
+    run_loss, run_n = 0.0, 0
+
+    def snapshot(done: bool) -> dict:
+        return {"dit": dit.state_dict(), "text": text.state_dict(), "ema_dit": ema_dit.state_dict(),
+                "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "cache": cache.state(),
+                "rng": rng_state(rng), "step": step, "done": done, "elapsed": elapsed0 + time.time() - t_start,
+                "preset": dataclasses.asdict(p)}
+
+    bar = tqdm(total=p.causal_steps, initial=step, desc="causal", unit="step", mininterval=10)
+    dit.train(), text.train()
+    stopped_early = False
+    while step < p.causal_steps:
+        if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
+            logger.warning("causal: time budget of %.0f min reached at step %d of %d", max_minutes, step,
+                           p.causal_steps)
+            stopped_early = True
+            break
+        n_new = int(p.causal_new_per_step) + int(rng.random() < p.causal_new_per_step % 1)
+        for _ in range(n_new):
+            cache.add(vae, rng, device)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, p.causal_steps, p.causal_lr, warmup=100)
+        x0, prompts, pos = cache.batch(rng)
+        x0 = x0.to(device)
+        prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
+        b, _, t, h, w = x0.shape
+        frame_tokens = (h // 2) * (w // 2)
+        n_chunks = t // c
+        sig = torch.sigmoid(torch.randn(b, n_chunks))
+        clean = torch.rand(b, n_chunks) < p.causal_clean_prob
+        clean[:, -1] = False                       # every sample trains at least its last chunk
+        sig = torch.where(clean, torch.zeros_like(sig), sig).to(device)
+        sv = sig.repeat_interleave(c, dim=1).view(b, 1, t, 1, 1)
+        noise = torch.randn_like(x0)
+        xt = (1 - sv) * x0 + sv * noise
+        ts = (sig * 1000).repeat_interleave(c * frame_tokens, dim=1)            # (B, L) per token
+        ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
+        pred = dit(xt, ts, ctx, mask=MaskSpec.block_causal(c * frame_tokens), frame_offset=pos)
+        weight = (sv > 0).float().expand_as(x0)
+        loss = ((pred.float() - (noise - x0).float()).pow(2) * weight).sum() / weight.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(p.ema_decay, (1 + step) / (10 + step))
+        ema_update(ema_dit, dit, decay), ema_update(ema_text, text, decay)
+        step += 1
+        bar.update()
+        run_loss += float(loss.detach())
+        run_n += 1
+        if step % p.log_every == 0 or step == p.causal_steps:
+            logger.info("causal step %d (%.1f min): loss %.4f lr %.2e, %d long clips cached (%d encoded)", step,
+                        (elapsed0 + time.time() - t_start) / 60, run_loss / run_n, opt.param_groups[0]["lr"],
+                        len(cache), cache.added)
+            run_loss, run_n = 0.0, 0
+        if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
+            ck.save("causal.pt", snapshot(False))
+            t_ckpt = time.time()
+    bar.close()
+    state = snapshot(not stopped_early)
+    ck.save("causal.pt", state)
+    logger.info("causal: %s at step %d after %.1f min", "done" if not stopped_early else "paused", step,
+                state["elapsed"] / 60)
+    return state
+
+
 # ------------------------------------------------------------------------------------------- export
 
 def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
@@ -603,6 +793,36 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     return {**info, "safetensors_mb": round(size / 1e6, 2)}
 
 
+def export_causal(p: Preset, state: dict, out: Path) -> dict:
+    """Write the causal DiT as a diffusers transformer folder (config + safetensors) with
+    ``num_frame_per_block``; it runs on the default model's VAE and text encoder (``vidrt.Pipeline.
+    from_pretrained("default-causal")``), so only the DiT is shipped twice."""
+    from diffusers import WanTransformer3DModel
+
+    dc = make_dit(p).config
+    d_dit = WanTransformer3DModel(patch_size=tuple(dc.patch_size), num_attention_heads=dc.num_attention_heads,
+                                  attention_head_dim=dc.attention_head_dim, in_channels=dc.in_channels,
+                                  out_channels=dc.out_channels, text_dim=dc.text_dim, freq_dim=dc.freq_dim,
+                                  ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
+                                  qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
+    d_dit.load_state_dict(state["ema_dit"], strict=True)
+    tdir = out / "transformer"
+    tdir.mkdir(parents=True, exist_ok=True)
+    for old in tdir.glob("*.safetensors"):
+        old.unlink()
+    d_dit.save_pretrained(str(tdir), safe_serialization=True)
+    cfg = json.loads((tdir / "config.json").read_text())
+    cfg["num_frame_per_block"] = p.causal_chunk
+    (tdir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    info = {"preset": p.name, "causal_step": state["step"], "causal_steps_planned": p.causal_steps,
+            "causal_done": bool(state.get("done")), "trained_minutes": round(state.get("elapsed", 0) / 60, 1),
+            "num_frame_per_block": p.causal_chunk, "base": "default"}
+    (out / "vidrt.json").write_text(json.dumps({"_training": info}, indent=2) + "\n")
+    size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
+    logger.info("exported the causal DiT to %s: %.1f MB of safetensors", out, size / 1e6)
+    return {**info, "safetensors_mb": round(size / 1e6, 2)}
+
+
 # ------------------------------------------------------------------------------------------- main
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -618,16 +838,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
+    ap.add_argument("--causal-steps", type=int, default=None, help="causal-variant fine-tune steps (0: skip)")
+    ap.add_argument("--causal-max-minutes", type=float, default=None, help="pause the causal fine-tune after this long")
+    ap.add_argument("--causal-out", type=Path, default=None,
+                    help="export folder of the causal DiT (default: OUT_causal, i.e. runtime/assets/default_causal/)")
     ap.add_argument("--export-only", action="store_true", help="export the latest checkpoint (EMA) and exit")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--eval", action="store_true", help="also run the adherence evaluation after export")
     args = ap.parse_args(argv)
+    if args.causal_out is None:
+        args.causal_out = args.out.parent / f"{args.out.name}_causal"
 
     p = dataclasses.replace(PRESETS[args.preset])
     if args.vae_steps is not None:
         p.vae_steps = args.vae_steps
     if args.dit_steps is not None:
         p.dit_steps = args.dit_steps
+    if args.causal_steps is not None:
+        p.causal_steps = args.causal_steps
     workdir = args.workdir or REPO / "runs" / ("default_model" if p.name == "full" else f"default_model_{p.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -648,7 +876,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
         vae.config = dataclasses.replace(vae.config, **vstate["latent_stats"])
-        summary = export(p, vae, dstate, args.out)
+        summary = {"default": export(p, vae, dstate, args.out)}
+        cstate = ck.load("causal.pt")
+        if cstate is not None and p.causal_steps > 0:
+            summary["causal"] = export_causal(p, cstate, args.causal_out)
         (workdir / "export.json").write_text(json.dumps(summary, indent=2))
         return 0
 
@@ -662,9 +893,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     t0 = time.time()
     dit_state = train_dit(p, ck, vae, args.seed, device, args.dit_max_minutes, args.stop_at)
     times["dit_s"] = time.time() - t0
+    causal_state = None
+    if p.causal_steps > 0 and dit_state.get("done"):
+        t0 = time.time()
+        causal_state = train_causal(p, ck, vae, dit_state, args.seed, device, args.causal_max_minutes)
+        times["causal_s"] = time.time() - t0
     summary["times"] = times
     if not args.no_export:
         summary["export"] = export(p, vae.cpu(), dit_state, args.out)
+        if causal_state is not None:
+            summary["export_causal"] = export_causal(p, causal_state, args.causal_out)
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
     if args.eval and not args.no_export:
         sys.path.insert(0, str(REPO / "benchmarks"))
