@@ -42,6 +42,13 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     vae_cfg = json.loads((out / "vae/config.json").read_text())
     assert len(vae_cfg["latents_std"]) == vae_cfg["z_dim"] and vae_cfg["latents_std"] != [1.0] * vae_cfg["z_dim"]
 
+    # the decoder fine-tune: encoder (so every latent the DiT saw) unchanged, decoder trained further
+    vae_s, dec_s = (torch.load(work / n, weights_only=False) for n in ("vae.pt", "vae_decoder.pt"))
+    assert dec_s["step"] == 3 and dec_s["done"]
+    enc = [k for k in vae_s["model"] if k.startswith(("encoder.", "quant_conv."))]
+    assert enc and all(torch.equal(vae_s["model"][k], dec_s["model"][k]) for k in enc)
+    assert not torch.equal(vae_s["model"]["decoder.conv_out.weight"], dec_s["model"]["decoder.conv_out.weight"])
+
     # resume: two more DiT steps continue from the checkpoint at step 6 (the VAE is not retrained)
     assert script.main(["--preset", "smoke", "--workdir", str(work), "--out", str(out), "--dit-steps", "8"]) == 0
     assert torch.load(work / "dit.pt", weights_only=False)["step"] == 8

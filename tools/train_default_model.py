@@ -78,6 +78,7 @@ class Preset:
     # objects cover ~5-10% of a frame: with a plain mean loss the VAE learns the background and leaves objects
     # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
     vae_fg_weight: float = 10.0
+    vae_decoder_steps: int = 20000    # decoder-only fine-tune (encoder frozen), may run beside the DiT stage
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
@@ -142,7 +143,7 @@ PRESETS = {
         dit_buckets=((1, 32, 32, 1), (5, 32, 32, 1), (1, 32, 48, 1)), cache_per_bucket=8, cache_warm=2,
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
-        causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2),
+        causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3),
 }
 
 
@@ -333,25 +334,43 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 
 # --------------------------------------------------------------------------------------- VAE stage
 
-def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
-    state = ck.load("vae.pt")
+def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
+              decoder_only: bool = False) -> WanVAE:
+    """The VAE stage (``vae.pt``), or with ``decoder_only`` its decoder fine-tune (``vae_decoder.pt``).
+
+    The decoder fine-tune starts from the finished VAE with the encoder frozen: every latent the DiT trains
+    on stays the same, so it runs beside the DiT stage (``--stage decoder``) and the export takes the
+    newest decoder."""
+    name, total = ("vae_decoder.pt", p.vae_decoder_steps) if decoder_only else ("vae.pt", p.vae_steps)
+    what = "VAE decoder" if decoder_only else "VAE"
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
-    rng = np.random.default_rng(seed)
+    stats = None
+    if decoder_only:
+        base = ck.load("vae.pt")
+        if base is None or not base.get("done"):
+            raise SystemExit(f"--stage decoder needs a finished VAE stage in {ck.dir} (vae.pt with done=True)")
+        vae.load_state_dict(base["model"])
+        stats = base["latent_stats"]
+        vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+    params = [x for x in vae.parameters() if x.requires_grad]
+    opt = torch.optim.AdamW(params, lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
+    rng = np.random.default_rng(seed + (10 if decoder_only else 0))
     step = 0
+    state = ck.load(name)
     if state is not None:
         vae.load_state_dict(state["model"])
+        stats = state.get("latent_stats", stats)
         if state.get("done"):
-            vae.config = dataclasses.replace(vae.config, **state["latent_stats"])
-            logger.info("VAE: trained (step %d), loaded from %s", state["step"], ck.dir / "vae.pt")
+            vae.config = dataclasses.replace(vae.config, **stats)
+            logger.info("%s: trained (step %d), loaded from %s", what, state["step"], ck.dir / name)
             return vae.eval().requires_grad_(False)
         opt.load_state_dict(state["opt"])
         set_rng_state(rng, state["rng"])
         step = state["step"]
-        logger.info("VAE: resuming at step %d", step)
-    n_params = sum(x.numel() for x in vae.parameters())
-    logger.info("VAE: %s, %.2fM parameters, %d steps", vae.config, n_params / 1e6, p.vae_steps)
+        logger.info("%s: resuming at step %d", what, step)
+    n_params = sum(x.numel() for x in params)
+    logger.info("%s: %s, %.2fM trained parameters, %d steps", what, vae.config, n_params / 1e6, total)
     t_start, t_ckpt = time.time(), time.time()
     elapsed0 = state.get("elapsed", 0.0) if state else 0.0
     run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
@@ -359,20 +378,24 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     def snapshot(done: bool, extra: Optional[dict] = None) -> dict:
         s = {"model": vae.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng), "step": step, "done": done,
              "elapsed": elapsed0 + time.time() - t_start, "preset": dataclasses.asdict(p)}
+        if stats is not None:
+            s["latent_stats"] = stats
         s.update(extra or {})
         return s
 
-    bar = tqdm(total=p.vae_steps, initial=step, desc="vae", unit="step", mininterval=10)
+    bar = tqdm(total=total, initial=step, desc="vae-decoder" if decoder_only else "vae", unit="step",
+               mininterval=10)
     vae.train()
-    while step < p.vae_steps:
+    while step < total:
         if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
-            logger.warning("VAE: time budget of %.0f min reached at step %d of %d; moving on", max_minutes, step,
-                           p.vae_steps)
+            logger.warning("%s: time budget of %.0f min reached at step %d of %d; moving on", what, max_minutes,
+                           step, total)
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.vae_steps, p.vae_lr, warmup=50)
+            g["lr"] = lr_at(step, total, p.vae_lr, warmup=50)
         x = vae_batch(p, rng).to(device)
-        dist = vae_moments(vae, x)
+        with torch.set_grad_enabled(not decoder_only):
+            dist = vae_moments(vae, x)
         # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
         # bury the signal in noise for thousands of steps; the small KL keeps the latent scale bounded
         y = vae_decode_train(vae, dist.mean)
@@ -380,31 +403,33 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
         mse = ((y - x).pow(2) * w).sum() / (w.sum() * 3)
         kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
-        loss = l1 + mse + p.vae_kl * kl
+        loss = l1 + mse + (0.0 if decoder_only else p.vae_kl * kl)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         bar.update()
         for k, v in (("l1", l1), ("mse", mse), ("kl", kl)):
             run[k] += float(v.detach())
         run["n"] += 1
-        if step % p.log_every == 0 or step == p.vae_steps:
+        if step % p.log_every == 0 or step == total:
             n = run.pop("n")
             rmse = math.sqrt(run["mse"] / n)
-            logger.info("VAE step %d (%.1f min): l1 %.4f mse %.5f (~%.1f dB) kl %.2f lr %.2e", step, (elapsed0 + time.time() - t_start) / 60,
-                        run["l1"] / n, run["mse"] / n, 20 * math.log10(2 / max(rmse, 1e-8)), run["kl"] / n, opt.param_groups[0]["lr"])
+            logger.info("%s step %d (%.1f min): l1 %.4f mse %.5f (~%.1f dB, object-weighted) kl %.2f lr %.2e", what,
+                        step, (elapsed0 + time.time() - t_start) / 60, run["l1"] / n, run["mse"] / n,
+                        20 * math.log10(2 / max(rmse, 1e-8)), run["kl"] / n, opt.param_groups[0]["lr"])
             run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
         if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
-            ck.save("vae.pt", snapshot(False))
+            ck.save(name, snapshot(False))
             t_ckpt = time.time()
     bar.close()
     vae.eval().requires_grad_(False)
-    stats = latent_stats(vae, p, seed, device, p.stats_clips)
+    if stats is None:
+        stats = latent_stats(vae, p, seed, device, p.stats_clips)
     vae.config = dataclasses.replace(vae.config, **stats)
-    ck.save("vae.pt", snapshot(True, {"latent_stats": stats}))
-    logger.info("VAE: done at step %d in %.1f min; latent mean %s std %s", step,
+    ck.save(name, snapshot(True))
+    logger.info("%s: done at step %d in %.1f min; latent mean %s std %s", what, step,
                 (elapsed0 + time.time() - t_start) / 60, np.round(stats["latents_mean"], 2).tolist(),
                 np.round(stats["latents_std"], 2).tolist())
     return vae
@@ -838,6 +863,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
+    ap.add_argument("--stage", choices=("all", "decoder"), default="all",
+                    help="all: VAE, DiT, causal DiT, VAE decoder fine-tune, export; decoder: only the decoder "
+                         "fine-tune (encoder frozen), to run in a second process beside the DiT stages")
+    ap.add_argument("--vae-decoder-steps", type=int, default=None)
+    ap.add_argument("--decoder-max-minutes", type=float, default=None, help="pause the decoder fine-tune after this long")
     ap.add_argument("--causal-steps", type=int, default=None, help="causal-variant fine-tune steps (0: skip)")
     ap.add_argument("--causal-max-minutes", type=float, default=None, help="pause the causal fine-tune after this long")
     ap.add_argument("--causal-out", type=Path, default=None,
@@ -856,6 +886,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.dit_steps = args.dit_steps
     if args.causal_steps is not None:
         p.causal_steps = args.causal_steps
+    if args.vae_decoder_steps is not None:
+        p.vae_decoder_steps = args.vae_decoder_steps
     workdir = args.workdir or REPO / "runs" / ("default_model" if p.name == "full" else f"default_model_{p.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -875,6 +907,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
+        dec = ck.load("vae_decoder.pt")
+        if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
+            vae.load_state_dict(dec["model"])
+            logger.info("export: VAE decoder from vae_decoder.pt (step %d)", dec["step"])
         vae.config = dataclasses.replace(vae.config, **vstate["latent_stats"])
         summary = {"default": export(p, vae, dstate, args.out)}
         cstate = ck.load("causal.pt")
@@ -883,6 +919,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         (workdir / "export.json").write_text(json.dumps(summary, indent=2))
         return 0
 
+    if args.stage == "decoder":
+        vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
+        logger.info("VAE held-out PSNR after the decoder fine-tune: %s", eval_vae(vae, p.eval_vae_prompts, device))
+        return 0
     t0 = time.time()
     vae = train_vae(p, ck, args.seed, device, args.vae_max_minutes)
     times["vae_s"] = time.time() - t0
@@ -898,6 +938,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         t0 = time.time()
         causal_state = train_causal(p, ck, vae, dit_state, args.seed, device, args.causal_max_minutes)
         times["causal_s"] = time.time() - t0
+    if p.vae_decoder_steps > 0 and dit_state.get("done"):
+        t0 = time.time()
+        vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
+        times["vae_decoder_s"] = time.time() - t0
+        summary["vae_psnr_decoder"] = eval_vae(vae, p.eval_vae_prompts, device)
+        logger.info("VAE held-out PSNR after the decoder fine-tune: %s", summary["vae_psnr_decoder"])
     summary["times"] = times
     if not args.no_export:
         summary["export"] = export(p, vae.cpu(), dit_state, args.out)
