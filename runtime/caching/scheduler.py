@@ -57,7 +57,9 @@ class CostModel:
 def cost_key(pipe) -> dict:
     import vidrt
 
-    return {"model": pipe.source, "device": str(pipe.device), "precision": pipe.precision,
+    # the architecture, not just the path: a retrained model in the same folder may have other shapes
+    arch = hashlib.sha1(json.dumps(pipe.transformer.config.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    return {"model": pipe.source, "architecture": arch, "device": str(pipe.device), "precision": pipe.precision,
             "attention": pipe.attention, "torch": torch.__version__, "vidrt": vidrt.__version__,
             "threads": torch.get_num_threads()}
 
