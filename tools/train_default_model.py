@@ -78,7 +78,7 @@ class Preset:
     # objects cover ~5-10% of a frame: with a plain mean loss the VAE learns the background and leaves objects
     # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
     vae_fg_weight: float = 10.0
-    vae_decoder_steps: int = 20000    # decoder-only fine-tune (encoder frozen), may run beside the DiT stage
+    vae_decoder_steps: int = 12000    # decoder-only fine-tune (encoder frozen), may run beside the DiT stage
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
@@ -94,7 +94,7 @@ class Preset:
     text_heads: int = 2
     text_ff: int = 256
     max_text_len: int = 32
-    dit_steps: int = 4000
+    dit_steps: int = 10000
     dit_lr: float = 3e-4
     dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (max 32)
     cfg_dropout: float = 0.1
@@ -108,7 +108,7 @@ class Preset:
     cache_warm: int = 12                 # clips encoded per bucket before DiT training starts (x weight)
     new_clips_per_step: float = 0.5      # newly rendered + encoded clips per DiT step (fractional: on average)
     # causal variant (long clips, vidrt.longclip): fine-tuned from the DiT's EMA with diffusion forcing
-    causal_steps: int = 3000
+    causal_steps: int = 1500
     causal_lr: float = 1e-4
     causal_chunk: int = 3                # latent frames per chunk (num_frame_per_block)
     causal_seconds: tuple = (2, 5, 10, 20)   # lengths of the renders that training windows are cut from
@@ -117,7 +117,7 @@ class Preset:
     causal_batch: int = 8
     causal_cache: int = 240              # long clips kept (latents); each gives many windows
     causal_warm: int = 48                # long clips encoded before training starts
-    causal_new_per_step: float = 0.2     # newly rendered long clips per step (on average)
+    causal_new_per_step: float = 0.1     # newly rendered long clips per step (on average)
     # generation defaults written to vidrt.json
     gen_height: int = 64
     gen_width: int = 64
