@@ -248,7 +248,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--compare-seconds", type=float, default=10.0)
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's; --random: 4)")
     ap.add_argument("--guidance", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score", action="store_true", help="score world adherence even if not the embedded model")
@@ -284,7 +284,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         label, weights, embedded = "embedded causal model", "embedded causal model (trained)", True
     from vidrt.pipeline import Pipeline
 
-    cfg = Pipeline.from_pretrained(model).transformer.config
+    probe = Pipeline.from_pretrained(model)
+    cfg = probe.transformer.config
+    if args.steps is None:
+        args.steps = 4 if args.random else probe.defaults.steps
+    del probe
     if cfg.num_frame_per_block < 1:
         print(f"{model} is not causal (num_frame_per_block=0); this benchmark measures the KV-cached path",
               file=sys.stderr)
