@@ -121,6 +121,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--markdown", default=None)
     ap.add_argument("--skip-scheduler", action="store_true")
+    ap.add_argument("--skip-policies", action="store_true", help="scheduler accuracy only (merged into an existing --json)")
     ap.add_argument("--prompts", type=int, default=12, help="held-out world prompts per policy")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steady timings on a shared box)")
     args = ap.parse_args()
@@ -134,7 +135,9 @@ def main() -> None:
     pipe = Pipeline.from_pretrained(None if args.model == "default" else args.model)
     gen = dict(height=args.height, width=args.width, num_frames=args.frames, steps=args.steps or pipe.defaults.steps,
                guidance=pipe.defaults.guidance, seed=0, progress=False)
-    table = policy_table(pipe, gen, args.repeats, prompts)
+    table = [] if args.skip_policies else policy_table(pipe, gen, args.repeats, prompts)
+    if args.skip_policies and args.json and Path(args.json).is_file():   # keep the earlier policy table
+        table = json.loads(Path(args.json).read_text()).get("policies", [])
     sched = [] if args.skip_scheduler else scheduler_accuracy(pipe, gen)
     q = [r["psnr_db"] for r in sched]
     summary = {"within_15pct": int(sum(abs(float(r["actual_over_target_median"]) - 1) <= 0.15 for r in sched)),

@@ -79,6 +79,11 @@ class Preset:
     # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
     vae_fg_weight: float = 10.0
     vae_decoder_steps: int = 12000    # decoder-only fine-tune (encoder frozen), may run beside the DiT stage
+    # then the decoder on long windows: trained on <= 17 frames, the decoder drifted after ~20 frames (a gray
+    # background decoded black by frame 32): its temporal receptive field is longer than the training windows
+    vae_long_steps: int = 3000
+    vae_long_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
+                               (1, 64, 64, 32, 8, 1))
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
@@ -143,7 +148,8 @@ PRESETS = {
         dit_buckets=((1, 32, 32, 1), (5, 32, 32, 1), (1, 32, 48, 1)), cache_per_bucket=8, cache_warm=2,
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
-        causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3),
+        causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
+        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),)),
 }
 
 
@@ -167,8 +173,7 @@ def vary_text(prompt: str, rng: np.random.Generator) -> str:
     return prompt
 
 
-def vae_batch(preset: Preset, rng: np.random.Generator) -> torch.Tensor:
-    buckets = preset.vae_buckets
+def vae_batch(buckets: tuple, rng: np.random.Generator) -> torch.Tensor:
     w = np.array([b[5] for b in buckets], float)
     frames, h, wd, crop, bs, _ = buckets[int(rng.choice(len(buckets), p=w / w.sum()))]
     clips = []
@@ -181,8 +186,9 @@ def vae_batch(preset: Preset, rng: np.random.Generator) -> torch.Tensor:
             k = int(rng.integers(33))
             clips.append(full[:, k:k + 1])
         else:
-            full = render_clip(prompt, 33, h, wd, seed)
-            start = int(rng.integers(0, 33 - frames + 1))
+            n = max(33, frames)
+            full = render_clip(prompt, n, h, wd, seed)
+            start = int(rng.integers(0, n - frames + 1))
             clips.append(full[:, start:start + frames])
         if crop:
             y0, x0 = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, wd - crop + 1))
@@ -335,27 +341,31 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 # --------------------------------------------------------------------------------------- VAE stage
 
 def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
-              decoder_only: bool = False) -> WanVAE:
+              decoder_only: bool = False, long: bool = False) -> WanVAE:
     """The VAE stage (``vae.pt``), or with ``decoder_only`` its decoder fine-tune (``vae_decoder.pt``).
 
     The decoder fine-tune starts from the finished VAE with the encoder frozen: every latent the DiT trains
     on stays the same, so it runs beside the DiT stage (``--stage decoder``) and the export takes the
     newest decoder."""
     name, total = ("vae_decoder.pt", p.vae_decoder_steps) if decoder_only else ("vae.pt", p.vae_steps)
-    what = "VAE decoder" if decoder_only else "VAE"
+    buckets = p.vae_buckets
+    if long:  # the long-window phase of the decoder fine-tune, from the finished decoder stage
+        decoder_only, name, total, buckets = True, "vae_decoder_long.pt", p.vae_long_steps, p.vae_long_buckets
+    what = {"vae.pt": "VAE", "vae_decoder.pt": "VAE decoder", "vae_decoder_long.pt": "VAE decoder (long)"}[name]
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
     stats = None
     if decoder_only:
-        base = ck.load("vae.pt")
+        base_name = "vae_decoder.pt" if long else "vae.pt"
+        base = ck.load(base_name)
         if base is None or not base.get("done"):
-            raise SystemExit(f"--stage decoder needs a finished VAE stage in {ck.dir} (vae.pt with done=True)")
+            raise SystemExit(f"{what}: needs a finished earlier stage in {ck.dir} ({base_name} with done=True)")
         vae.load_state_dict(base["model"])
         stats = base["latent_stats"]
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     params = [x for x in vae.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
-    rng = np.random.default_rng(seed + (10 if decoder_only else 0))
+    rng = np.random.default_rng(seed + (20 if long else 10 if decoder_only else 0))
     step = 0
     state = ck.load(name)
     if state is not None:
@@ -383,7 +393,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         s.update(extra or {})
         return s
 
-    bar = tqdm(total=total, initial=step, desc="vae-decoder" if decoder_only else "vae", unit="step",
+    bar = tqdm(total=total, initial=step, desc=name.removesuffix(".pt"), unit="step",
                mininterval=10)
     vae.train()
     while step < total:
@@ -393,7 +403,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, p.vae_lr, warmup=50)
-        x = vae_batch(p, rng).to(device)
+        x = vae_batch(buckets, rng).to(device)
         with torch.set_grad_enabled(not decoder_only):
             dist = vae_moments(vae, x)
         # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
@@ -863,7 +873,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
-    ap.add_argument("--stage", choices=("all", "vae", "decoder"), default="all",
+    ap.add_argument("--stage", choices=("all", "vae", "decoder", "decoder-long"), default="all",
                     help="all: VAE, DiT, causal DiT, VAE decoder fine-tune, export; vae: the VAE stage only; "
                          "decoder: only the decoder fine-tune (encoder frozen), to run in a second process beside "
                          "the DiT stages")
@@ -908,10 +918,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
-        dec = ck.load("vae_decoder.pt")
-        if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
-            vae.load_state_dict(dec["model"])
-            logger.info("export: VAE decoder from vae_decoder.pt (step %d)", dec["step"])
+        for dname in ("vae_decoder_long.pt", "vae_decoder.pt"):
+            dec = ck.load(dname)
+            if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
+                vae.load_state_dict(dec["model"])
+                logger.info("export: VAE decoder from %s (step %d)", dname, dec["step"])
+                break
         vae.config = dataclasses.replace(vae.config, **vstate["latent_stats"])
         summary = {"default": export(p, vae, dstate, args.out)}
         cstate = ck.load("causal.pt")
@@ -920,8 +932,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         (workdir / "export.json").write_text(json.dumps(summary, indent=2))
         return 0
 
-    if args.stage == "decoder":
+    if args.stage in ("decoder", "decoder-long"):
         vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
+        if args.stage == "decoder-long" or p.vae_long_steps > 0:
+            vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, long=True)
         logger.info("VAE held-out PSNR after the decoder fine-tune: %s", eval_vae(vae, p.eval_vae_prompts, device))
         return 0
     t0 = time.time()
@@ -943,6 +957,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if p.vae_decoder_steps > 0 and dit_state.get("done"):
         t0 = time.time()
         vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
+        if p.vae_long_steps > 0:
+            vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, long=True)
         times["vae_decoder_s"] = time.time() - t0
         summary["vae_psnr_decoder"] = eval_vae(vae, p.eval_vae_prompts, device)
         logger.info("VAE held-out PSNR after the decoder fine-tune: %s", summary["vae_psnr_decoder"])
