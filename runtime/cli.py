@@ -29,7 +29,8 @@ def frames_for_seconds(seconds: float, fps: float, temporal: int = 4) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="checkpoint folder (diffusers or original Wan); default: embedded")
+    p.add_argument("--model", default=None, help="checkpoint folder (diffusers or original Wan); default: the embedded "
+                   "model; default-causal: its causal variant (for `vidrt stream`)")
     p.add_argument("--transformer", default=None, help="swap in another DiT (folder or state-dict file)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")

@@ -114,3 +114,18 @@ def test_embedded_causal_model_loads_or_says_how_to_get_it(monkeypatch, tmp_path
         vidrt.Pipeline.from_pretrained("default-causal")
     with pytest.raises(vidrt.ConfigError, match="already names its transformer"):
         vidrt.Pipeline.from_pretrained("default-causal", transformer=tmp_path)
+
+
+def test_cli_stream_defaults_to_the_embedded_causal_model(tmp_path):
+    """`vidrt stream` without --model runs the embedded causal variant (KV-cached chunks) when it is bundled."""
+    import json
+
+    import vidrt.pipeline as P
+
+    if not (P.embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+        pytest.skip("this build has no embedded causal model")
+    out, js = tmp_path / "s.mp4", tmp_path / "s.json"
+    assert cli_main(["stream", "a red circle moves right", "--seconds", "1.5", "--steps", "2", "-o", str(out),
+                     "--json", str(js), "--no-progress", "--threads", "1"]) == 0
+    rec = json.loads(js.read_text())
+    assert rec["mode"].startswith("causal") and len(rec["chunks"]) >= 2 and out.stat().st_size > 0
