@@ -9,7 +9,6 @@ from vidrt.metrics import psnr as _psnr
 
 psnr = partial(_psnr, peak=1.0)  # frames as floats in [0, 1]
 
-import vidrt
 from vidrt.pipeline import Pipeline
 
 

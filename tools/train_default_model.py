@@ -41,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
@@ -493,6 +493,9 @@ class LatentCache:
     def state(self) -> dict:
         return {"items": {str(k): v for k, v in self.items.items()}, "added": self.added}
 
+    def __len__(self) -> int:
+        return sum(map(len, self.items.values()))
+
     def load(self, s: dict) -> None:
         for b in self.buckets:
             self.items[b] = s["items"].get(str(b), [])
@@ -527,19 +530,28 @@ class LatentCache:
         return torch.stack([items[i][0] for i in idx]).float(), [items[i][1] for i in idx]
 
 
-def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.device,
-              max_minutes: Optional[float], stop_at: Optional[float]) -> dict:
+def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, steps: int, lr: float, warmup: int,
+                       seed: int, device: torch.device, cache, warm: Callable[[np.random.Generator], None],
+                       step_loss: Callable, init: Optional[dict] = None, max_minutes: Optional[float] = None,
+                       stop_at: Optional[float] = None) -> dict:
+    """One resumable training stage of the DiT + text encoder (with EMA copies), checkpointed to ``name``.
+
+    ``init``: a finished stage's state to start from (its EMA weights), else random init. ``warm(rng)`` fills
+    the empty data ``cache``; ``step_loss(dit, text, tokenizer, rng)`` adds new data and returns one batch's
+    loss. Returns the stage's final state (``done`` False when a time budget paused it)."""
     tokenizer = make_tokenizer(p)
-    torch.manual_seed(seed + 1)
+    torch.manual_seed(seed)
     dit = make_dit(p).to(device)
     text = make_text_encoder(p, len(tokenizer)).to(device)
+    if init is not None:
+        dit.load_state_dict(init["ema_dit"]), text.load_state_dict(init["ema_text"])
+        torch.manual_seed(seed)
     ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
     params = list(dit.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=p.dit_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    rng = np.random.default_rng(seed + 1)
-    cache = LatentCache(p)
+    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01)
+    rng = np.random.default_rng(seed)
     step, elapsed0 = 0, 0.0
-    state = ck.load("dit.pt")
+    state = ck.load(name)
     if state is not None:
         dit.load_state_dict(state["dit"]), text.load_state_dict(state["text"])
         ema_dit.load_state_dict(state["ema_dit"]), ema_text.load_state_dict(state["ema_text"])
@@ -547,18 +559,16 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
         cache.load(state["cache"])
         set_rng_state(rng, state["rng"])
         step, elapsed0 = state["step"], state.get("elapsed", 0.0)
-        logger.info("DiT: resuming at step %d (%d cached clips)", step, sum(map(len, cache.items.values())))
-        if step >= p.dit_steps:
+        logger.info("%s: resuming at step %d (%d clips cached)", what, step, len(cache))
+        if step >= steps:
             return state
-    logger.info("DiT: %s, %.2fM parameters; text encoder %.2fM parameters; %d steps", dit.config,
+    logger.info("%s: %s, %.2fM parameters; text encoder %.2fM parameters; %d steps", what, dit.config,
                 sum(x.numel() for x in dit.parameters()) / 1e6, sum(x.numel() for x in text.parameters()) / 1e6,
-                p.dit_steps)
+                steps)
     if cache.added == 0:
         t0 = time.time()
-        for b, w in zip(cache.buckets, cache.weights * len(cache.buckets)):
-            for _ in range(max(1, int(round(p.cache_warm * w)))):
-                cache.add(vae, b, rng, device)
-        logger.info("DiT: latent cache warmed with %d clips in %.1f s", cache.added, time.time() - t0)
+        warm(rng)
+        logger.info("%s: data cache warmed with %d clips in %.1f s", what, cache.added, time.time() - t0)
 
     t_start, t_ckpt = time.time(), time.time()
     run_loss, run_n = 0.0, 0
@@ -569,35 +579,21 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
                 "rng": rng_state(rng), "step": step, "done": done, "elapsed": elapsed0 + time.time() - t_start,
                 "preset": dataclasses.asdict(p)}
 
-    bar = tqdm(total=p.dit_steps, initial=step, desc="dit", unit="step", mininterval=10)
+    bar = tqdm(total=steps, initial=step, desc=name.removesuffix(".pt"), unit="step", mininterval=10)
     dit.train(), text.train()
     stopped_early = False
-    while step < p.dit_steps:
+    while step < steps:
         if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
-            logger.warning("DiT: time budget of %.0f min reached at step %d of %d", max_minutes, step, p.dit_steps)
+            logger.warning("%s: time budget of %.0f min reached at step %d of %d", what, max_minutes, step, steps)
             stopped_early = True
             break
         if stop_at is not None and time.time() > stop_at:
-            logger.warning("DiT: --stop-at reached at step %d of %d", step, p.dit_steps)
+            logger.warning("%s: --stop-at reached at step %d of %d", what, step, steps)
             stopped_early = True
             break
-        # new data: on average new_clips_per_step clips per step
-        n_new = int(p.new_clips_per_step) + int(rng.random() < p.new_clips_per_step % 1)
-        for _ in range(n_new):
-            cache.add_random(vae, rng, device)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.dit_steps, p.dit_lr, warmup=200)
-        x0, prompts = cache.batch(rng)
-        x0 = x0.to(device)
-        prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
-        b = x0.shape[0]
-        s = torch.sigmoid(torch.randn(b, device=device))
-        noise = torch.randn_like(x0)
-        sv = s.view(b, 1, 1, 1, 1)
-        xt = (1 - sv) * x0 + sv * noise
-        ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
-        pred = dit(xt, s * 1000, ctx)
-        loss = F.mse_loss(pred.float(), (noise - x0).float())
+            g["lr"] = lr_at(step, steps, lr, warmup=warmup)
+        loss = step_loss(dit, text, tokenizer, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -608,20 +604,51 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
         bar.update()
         run_loss += float(loss.detach())
         run_n += 1
-        if step % p.log_every == 0 or step == p.dit_steps:
-            logger.info("DiT step %d (%.1f min): loss %.4f lr %.2e cache %d clips (%d encoded)", step,
-                        (elapsed0 + time.time() - t_start) / 60, run_loss / run_n,
-                        opt.param_groups[0]["lr"], sum(map(len, cache.items.values())), cache.added)
+        if step % p.log_every == 0 or step == steps:
+            logger.info("%s step %d (%.1f min): loss %.4f lr %.2e, %d clips cached (%d encoded)", what, step,
+                        (elapsed0 + time.time() - t_start) / 60, run_loss / run_n, opt.param_groups[0]["lr"],
+                        len(cache), cache.added)
             run_loss, run_n = 0.0, 0
         if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
-            ck.save("dit.pt", snapshot(False))
+            ck.save(name, snapshot(False))
             t_ckpt = time.time()
     bar.close()
     state = snapshot(not stopped_early)
-    ck.save("dit.pt", state)
-    logger.info("DiT: %s at step %d after %.1f min", "done" if not stopped_early else "paused", step,
+    ck.save(name, state)
+    logger.info("%s: %s at step %d after %.1f min", what, "done" if not stopped_early else "paused", step,
                 state["elapsed"] / 60)
     return state
+
+
+def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.device,
+              max_minutes: Optional[float], stop_at: Optional[float]) -> dict:
+    """Text-to-video flow matching of the DiT + text encoder on the bucketed latent cache."""
+    cache = LatentCache(p)
+
+    def warm(rng: np.random.Generator) -> None:
+        for b, w in zip(cache.buckets, cache.weights * len(cache.buckets)):
+            for _ in range(max(1, int(round(p.cache_warm * w)))):
+                cache.add(vae, b, rng, device)
+
+    def step_loss(dit, text, tokenizer, rng: np.random.Generator) -> torch.Tensor:
+        n_new = int(p.new_clips_per_step) + int(rng.random() < p.new_clips_per_step % 1)  # fractional: on average
+        for _ in range(n_new):
+            cache.add_random(vae, rng, device)
+        x0, prompts = cache.batch(rng)
+        x0 = x0.to(device)
+        prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
+        b = x0.shape[0]
+        s = torch.sigmoid(torch.randn(b, device=device))
+        noise = torch.randn_like(x0)
+        sv = s.view(b, 1, 1, 1, 1)
+        xt = (1 - sv) * x0 + sv * noise
+        ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
+        pred = dit(xt, s * 1000, ctx)
+        return F.mse_loss(pred.float(), (noise - x0).float())
+
+    return run_denoiser_stage(p, ck, name="dit.pt", what="DiT", steps=p.dit_steps, lr=p.dit_lr, warmup=200,
+                              seed=seed + 1, device=device, cache=cache, warm=warm, step_loss=step_loss,
+                              max_minutes=max_minutes, stop_at=stop_at)
 
 
 # ------------------------------------------------------------------------------- causal variant stage
@@ -691,57 +718,17 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
     context chunks at timestep 0 as the stream's KV commit sees them), from the bidirectional EMA weights."""
     from vidrt.attention import MaskSpec
 
-    tokenizer = make_tokenizer(p)
-    dit = make_dit(p).to(device)
-    text = make_text_encoder(p, len(tokenizer)).to(device)
-    dit.load_state_dict(dit_state["ema_dit"]), text.load_state_dict(dit_state["ema_text"])
-    ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
-    params = list(dit.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=p.causal_lr, betas=(0.9, 0.99), weight_decay=0.01)
-    rng = np.random.default_rng(seed + 2)
-    torch.manual_seed(seed + 2)
     cache = LongClipCache(p)
-    step, elapsed0 = 0, 0.0
-    state = ck.load("causal.pt")
-    if state is not None:
-        dit.load_state_dict(state["dit"]), text.load_state_dict(state["text"])
-        ema_dit.load_state_dict(state["ema_dit"]), ema_text.load_state_dict(state["ema_text"])
-        opt.load_state_dict(state["opt"])
-        cache.load(state["cache"])
-        set_rng_state(rng, state["rng"])
-        step, elapsed0 = state["step"], state.get("elapsed", 0.0)
-        logger.info("causal: resuming at step %d (%d long clips cached)", step, len(cache))
-        if step >= p.causal_steps:
-            return state
-    if cache.added == 0:
-        t0 = time.time()
+    c = p.causal_chunk
+
+    def warm(rng: np.random.Generator) -> None:
         for _ in tqdm(range(p.causal_warm), desc="long clips", mininterval=10):
             cache.add(vae, rng, device)
-        logger.info("causal: %d long clips rendered and encoded in %.1f s", cache.added, time.time() - t0)
-    c = p.causal_chunk
-    t_start, t_ckpt = time.time(), time.time()
-    run_loss, run_n = 0.0, 0
 
-    def snapshot(done: bool) -> dict:
-        return {"dit": dit.state_dict(), "text": text.state_dict(), "ema_dit": ema_dit.state_dict(),
-                "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "cache": cache.state(),
-                "rng": rng_state(rng), "step": step, "done": done, "elapsed": elapsed0 + time.time() - t_start,
-                "preset": dataclasses.asdict(p)}
-
-    bar = tqdm(total=p.causal_steps, initial=step, desc="causal", unit="step", mininterval=10)
-    dit.train(), text.train()
-    stopped_early = False
-    while step < p.causal_steps:
-        if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
-            logger.warning("causal: time budget of %.0f min reached at step %d of %d", max_minutes, step,
-                           p.causal_steps)
-            stopped_early = True
-            break
+    def step_loss(dit, text, tokenizer, rng: np.random.Generator) -> torch.Tensor:
         n_new = int(p.causal_new_per_step) + int(rng.random() < p.causal_new_per_step % 1)
         for _ in range(n_new):
             cache.add(vae, rng, device)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, p.causal_steps, p.causal_lr, warmup=100)
         x0, prompts, pos = cache.batch(rng)
         x0 = x0.to(device)
         prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
@@ -759,38 +746,32 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
         ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
         pred = dit(xt, ts, ctx, mask=MaskSpec.block_causal(c * frame_tokens), frame_offset=pos)
         weight = (sv > 0).float().expand_as(x0)
-        loss = ((pred.float() - (noise - x0).float()).pow(2) * weight).sum() / weight.sum().clamp_min(1)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(p.ema_decay, (1 + step) / (10 + step))
-        ema_update(ema_dit, dit, decay), ema_update(ema_text, text, decay)
-        step += 1
-        bar.update()
-        run_loss += float(loss.detach())
-        run_n += 1
-        if step % p.log_every == 0 or step == p.causal_steps:
-            logger.info("causal step %d (%.1f min): loss %.4f lr %.2e, %d long clips cached (%d encoded)", step,
-                        (elapsed0 + time.time() - t_start) / 60, run_loss / run_n, opt.param_groups[0]["lr"],
-                        len(cache), cache.added)
-            run_loss, run_n = 0.0, 0
-        if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
-            ck.save("causal.pt", snapshot(False))
-            t_ckpt = time.time()
-    bar.close()
-    state = snapshot(not stopped_early)
-    ck.save("causal.pt", state)
-    logger.info("causal: %s at step %d after %.1f min", "done" if not stopped_early else "paused", step,
-                state["elapsed"] / 60)
-    return state
+        return ((pred.float() - (noise - x0).float()).pow(2) * weight).sum() / weight.sum().clamp_min(1)
+
+    return run_denoiser_stage(p, ck, name="causal.pt", what="causal DiT", steps=p.causal_steps, lr=p.causal_lr,
+                              warmup=100, seed=seed + 2, device=device, cache=cache, warm=warm,
+                              step_loss=step_loss, init=dit_state, max_minutes=max_minutes)
 
 
 # ------------------------------------------------------------------------------------------- export
 
+def diffusers_dit(p: Preset, state: dict):
+    """diffusers' WanTransformer3DModel holding a stage's EMA DiT weights (loaded strictly)."""
+    from diffusers import WanTransformer3DModel
+
+    dc = make_dit(p).config
+    d_dit = WanTransformer3DModel(patch_size=tuple(dc.patch_size), num_attention_heads=dc.num_attention_heads,
+                                  attention_head_dim=dc.attention_head_dim, in_channels=dc.in_channels,
+                                  out_channels=dc.out_channels, text_dim=dc.text_dim, freq_dim=dc.freq_dim,
+                                  ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
+                                  qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
+    d_dit.load_state_dict(state["ema_dit"], strict=True)
+    return d_dit
+
+
 def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     """Write the diffusers WanPipeline folder + vidrt.json; returns a summary (sizes, step counts)."""
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
 
     tokenizer = make_tokenizer(p)
     vc = vae.config
@@ -799,13 +780,7 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
                              temperal_downsample=list(vc.temperal_downsample),
                              latents_mean=list(vc.latents_mean), latents_std=list(vc.latents_std))
     d_vae.load_state_dict(vae.state_dict(), strict=True)
-    dc = make_dit(p).config
-    d_dit = WanTransformer3DModel(patch_size=tuple(dc.patch_size), num_attention_heads=dc.num_attention_heads,
-                                  attention_head_dim=dc.attention_head_dim, in_channels=dc.in_channels,
-                                  out_channels=dc.out_channels, text_dim=dc.text_dim, freq_dim=dc.freq_dim,
-                                  ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
-                                  qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
-    d_dit.load_state_dict(dit_state["ema_dit"], strict=True)
+    d_dit = diffusers_dit(p, dit_state)
     te = make_text_encoder(p, len(tokenizer))
     te_state = dict(dit_state["ema_text"])
     te.load_state_dict(te_state, strict=True)
@@ -832,15 +807,7 @@ def export_causal(p: Preset, state: dict, out: Path) -> dict:
     """Write the causal DiT as a diffusers transformer folder (config + safetensors) with
     ``num_frame_per_block``; it runs on the default model's VAE and text encoder (``vidrt.Pipeline.
     from_pretrained("default-causal")``), so only the DiT is shipped twice."""
-    from diffusers import WanTransformer3DModel
-
-    dc = make_dit(p).config
-    d_dit = WanTransformer3DModel(patch_size=tuple(dc.patch_size), num_attention_heads=dc.num_attention_heads,
-                                  attention_head_dim=dc.attention_head_dim, in_channels=dc.in_channels,
-                                  out_channels=dc.out_channels, text_dim=dc.text_dim, freq_dim=dc.freq_dim,
-                                  ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
-                                  qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
-    d_dit.load_state_dict(state["ema_dit"], strict=True)
+    d_dit = diffusers_dit(p, state)
     tdir = out / "transformer"
     tdir.mkdir(parents=True, exist_ok=True)
     for old in tdir.glob("*.safetensors"):

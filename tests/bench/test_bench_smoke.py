@@ -1,5 +1,4 @@
 """CI smoke test: `vidrt bench` on a tiny shape with the diffusers baseline, through vidrt.cli.main."""
-import math
 
 import pytest
 

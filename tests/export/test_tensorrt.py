@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vidrt
-from vidrt.export.tensorrt_build import (Profile, Request, check_graph_for_tensorrt, check_precision_for_gpu,
+from vidrt.export.tensorrt_build import (Request, check_graph_for_tensorrt, check_precision_for_gpu,
                                          derive_profiles, engine_cache_key)
 
 onnx = pytest.importorskip("onnx")
