@@ -1,5 +1,4 @@
 """fp8 / int8 quantization: rounding against independent references, kernels vs emulation, policy, errors."""
-import numpy as np
 import pytest
 import torch
 
