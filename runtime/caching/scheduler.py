@@ -186,36 +186,63 @@ class Schedule:
                 "target_s": self.target_s, "replans": self.replans}
 
 
+ADHERENCE_TOLERANCE = 0.05
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Piecewise-linear interpolation, clamped at the ends."""
+    if x <= xs[0]:
+        return ys[0]
+    for x0, x1, y0, y1 in zip(xs, xs[1:], ys, ys[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return ys[-1]
+
+
 def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, tokens: int, batch: int, voxels: int,
                 cfg: bool) -> Schedule:
-    """Best-quality plan whose predicted time meets ``target_s``; LatencyError naming the fastest otherwise."""
+    """Best-quality plan whose predicted time meets ``target_s``; LatencyError naming the fastest otherwise.
+
+    Knobs form families (cache, threshold, CFG mode) measured at a few step counts. Each family runs the most
+    steps that fit the budget; its quality there is interpolated between its measured step counts, so two
+    families are compared where they would actually run. Quality = fidelity to the exact path (PSNR vs it).
+    World adherence, measured on a few calibration prompts, is too noisy to rank plans (a weak model's cheap
+    plan can out-score its exact path by chance); it is a guard instead: families more than
+    ADHERENCE_TOLERANCE below the exact plan's rank last."""
     if not knobs:
         raise LatencyError("no calibrated plans for this model; run `vidrt calibrate` first")
-    scored = []
+    kw = dict(tokens=tokens, batch=batch, voxels=voxels, cfg=cfg)
+    exact = max(knobs, key=lambda k: (k.plan.cache is None and k.plan.cfg_interval == 1, k.plan.steps))
+    floor = None if exact.adherence is None else exact.adherence - ADHERENCE_TOLERANCE
+    families: dict[tuple, list[Knob]] = {}
     for k in knobs:
-        t = predict_seconds(k.plan, cost, tokens=tokens, batch=batch, voxels=voxels, cfg=cfg,
-                            computed_fraction=k.computed_fraction)
-        q = (k.adherence if k.adherence is not None else -1.0, min(k.psnr, 60.0) if k.psnr is not None else -1.0,
-             k.plan.steps, -k.plan.cfg_interval, -k.plan.threshold)
-        scored.append((t, q, k))
-    ok = [s for s in scored if s[0] <= target_s]
-    if not ok:
-        fastest = min(scored, key=lambda s: s[0])
+        families.setdefault((k.plan.cache, k.plan.threshold, k.plan.cfg_interval), []).append(k)
+    scored, fastest = [], None
+    for fam in families.values():
+        fam.sort(key=lambda k: k.plan.steps)
+        xs = [k.plan.steps for k in fam]
+        frac = lambda n: _interp(n, xs, [k.computed_fraction for k in fam])  # noqa: E731
+        time_at = lambda n: predict_seconds(dataclasses.replace(fam[0].plan, steps=n), cost,  # noqa: E731
+                                            computed_fraction=frac(n), **kw)
+        t_min = time_at(xs[0])
+        if fastest is None or t_min < fastest[0]:
+            fastest = (t_min, fam[0].plan)
+        if t_min > target_s:
+            continue
+        n = xs[0]
+        while n < xs[-1] and time_at(n + 1) <= target_s:
+            n += 1
+        psnr = _interp(n, xs, [min(k.psnr, 60.0) if k.psnr is not None else -1.0 for k in fam])
+        ads = [k.adherence for k in fam]
+        guard = floor is None or None in ads or _interp(n, xs, ads) >= floor
+        plan = dataclasses.replace(fam[0].plan, steps=n)
+        scored.append(((guard, psnr, n, -plan.cfg_interval, -plan.threshold), time_at(n), plan))
+    if not scored:
         raise LatencyError(f"latency target {target_s:.2f}s is impossible here: the fastest plan "
-                           f"({fastest[2].plan.label()}) is predicted at {fastest[0]:.2f}s on {cost.key['device']}; "
+                           f"({fastest[1].label()}) is predicted at {fastest[0]:.2f}s on {cost.key['device']}; "
                            f"raise the target, lower the resolution or frame count, or use a faster precision/backend")
-    t, _, k = max(ok, key=lambda s: (s[1], -s[0]))
-    plan = k.plan
-    # fill the budget: more steps of the same cache/CFG setting only add quality
-    max_steps = max(kk.plan.steps for kk in knobs)
-    while plan.steps < max_steps:
-        bigger = dataclasses.replace(plan, steps=plan.steps + 1)
-        tb = predict_seconds(bigger, cost, tokens=tokens, batch=batch, voxels=voxels, cfg=cfg,
-                             computed_fraction=k.computed_fraction)
-        if tb > target_s:
-            break
-        plan, t = bigger, tb
-    return Schedule(plan, t, target_s, len(ok), decode_s=cost.vae_decode(voxels))
+    _, t, plan = max(scored, key=lambda s: (s[0], -s[1]))
+    return Schedule(plan, t, target_s, len(scored), decode_s=cost.vae_decode(voxels))
 
 
 class Controller:
@@ -230,8 +257,11 @@ class Controller:
     def after_step(self, index: int, block_cache) -> None:
         steps = self.schedule.plan.steps
         done = index + 1
-        if block_cache is None or index < 1 or steps - done <= 1:
+        # projections from the first steps are noise (warm-up, allocator): judge after a quarter of the run
+        if block_cache is None or done < max(2, steps // 4) or steps - done <= 1:
             return
+        if self.schedule.replans and index - self.schedule.replans[-1]["after_step"] < max(2, steps // 4):
+            return  # give the last raise time to show in the projection (raising every step compounds)
         elapsed = time.perf_counter() - self.start
         projected = elapsed / done * steps
         if projected > self.budget * 1.05:

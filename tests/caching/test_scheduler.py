@@ -42,6 +42,20 @@ def test_best_quality_within_target_and_monotone():
     assert steps == sorted(steps)  # quality knob (steps) monotone in the target
 
 
+def test_noisy_adherence_does_not_outrank_fidelity():
+    """World adherence from a few calibration prompts is noise on a weak model: a cheap plan that happened to
+    score higher must not beat the exact plan when both fit; a plan far below the exact adherence ranks last."""
+    ks = [Knob(k.plan, k.computed_fraction, k.psnr, adherence=0.20) for k in knobs()]
+    lucky = next(i for i, k in enumerate(ks) if k.plan == Plan(7, "teacache", 0.3, 2))
+    ks[lucky] = Knob(ks[lucky].plan, ks[lucky].computed_fraction, ks[lucky].psnr, adherence=0.26)
+    exact_t = predict_seconds(Plan(20), COST, **SHAPE)
+    assert choose_plan(exact_t, COST, ks, **SHAPE).plan == Plan(20)
+    # a fitting plan whose adherence is far below the exact plan's (a real failure) is passed over
+    best = choose_plan(exact_t * 0.8, COST, ks, **SHAPE).plan
+    guarded = [Knob(k.plan, k.computed_fraction, k.psnr, adherence=0.05 if k.plan == best else 0.20) for k in ks]
+    assert choose_plan(exact_t * 0.8, COST, guarded, **SHAPE).plan != best
+
+
 def test_impossible_target_names_the_fastest_plan():
     with pytest.raises(vidrt.LatencyError, match=r"impossible.*fastest plan.*predicted at \d+\.\d+s"):
         choose_plan(0.05, COST, knobs(), **SHAPE)
