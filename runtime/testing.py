@@ -15,10 +15,14 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
                   text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc",
                   ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2) -> Path:
     """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it."""
-    from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
-                           WanPipeline, WanTransformer3DModel)
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )
     from transformers import UMT5Config, UMT5EncoderModel
-
     from vidrt.models.text import build_word_tokenizer
 
     path = Path(path)
@@ -43,3 +47,16 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
                        scheduler=sched)
     pipe.save_pretrained(str(path))
     return Path(path)
+
+
+def load_script(path: str | Path):
+    """Import a repository script (tools/, benchmarks/: not part of the package) as a module, by path."""
+    import importlib.util
+    import sys
+
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,32 +2,26 @@
 diffusers folder that vidrt and diffusers' WanPipeline both load and that gives the same frames in both."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from vidrt.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load_script():
-    spec = importlib.util.spec_from_file_location("train_default_model", ROOT / "tools" / "train_default_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["train_default_model"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "tools/train_default_model.py")
 
 
 @pytest.mark.slow
 def test_smoke_trains_resumes_and_exports(tmp_path):
     pytest.importorskip("diffusers")
-    from diffusers import WanPipeline
-
     import vidrt
+    from diffusers import WanPipeline
 
     script = _load_script()
     work, out = tmp_path / "work", tmp_path / "model"

@@ -2,20 +2,16 @@
 the references score as they must (the renderer's truth near 1; truth through a random VAE far lower)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
+
+from vidrt.testing import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("eval_default_model", ROOT / "benchmarks" / "eval_default_model.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["eval_default_model"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "benchmarks/eval_default_model.py")
 
 
 def test_eval_writes_table_with_references(tiny_wan, tmp_path):
