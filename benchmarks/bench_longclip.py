@@ -274,10 +274,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     elif args.model:
         model, label, weights = args.model, args.model, "checkpoint weights"
     else:
-        from vidrt.pipeline import EMBEDDED_CAUSAL_MODEL, embedded_model_path
+        from vidrt.pipeline import EMBEDDED_CAUSAL_MODEL, embedded_causal_transformer, embedded_model_path
 
         model = EMBEDDED_CAUSAL_MODEL
-        if not (embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+        if embedded_causal_transformer() is None:
             print(f"no embedded causal model at {embedded_model_path(causal=True)}; pass --model PATH or --random",
                   file=sys.stderr)
             return 2

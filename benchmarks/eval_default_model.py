@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -97,10 +96,10 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
     return {"size": f"{frames}x{height}x{width}", "frames": frames, "height": height, "width": width,
             "prompts": len(prompts), "seconds_per_clip": seconds / len(prompts),
             "generated": _mean_criteria(gen_scores), "ground_truth": _mean_criteria(gt_scores),
-            "truth_through_vae": _mean_criteria(vae_scores), "mismatched_truth": _mean_criteria(wrong_scores), "rows": rows, "_samples": samples}
+            "truth_through_vae": _mean_criteria(vae_scores), "mismatched_truth": _mean_criteria(wrong_scores),
+            "rows": rows, "_samples": samples}
 
 
-@torch.no_grad()
 @torch.no_grad()
 def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
     """(T, H, W, 3) uint8 -> the same clip encoded and decoded by the model's VAE (uint8)."""
@@ -112,17 +111,14 @@ def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
 
 def vae_psnr(pipe, prompts: list[str], sizes=((1, 64, 64), (17, 64, 64), (33, 64, 64), (33, 96, 64))) -> dict:
     """Reconstruction PSNR (dB, uint8 frames) of held-out renders through the pipeline's VAE."""
-    vae = pipe.vae
+    from vidrt.metrics import psnr
+
     out = {}
     for frames, h, w in sizes:
         vals = []
         for i, prompt in enumerate(prompts):
             truth = render(prompt, h, w, frames, pipe.defaults.fps, seed=i)
-            x = torch.from_numpy(truth).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).to(vae.device, vae.dtype)
-            y = vae.decode(vae.encode(x))[0]
-            rec = ((y.float().clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).cpu().numpy()
-            mse = float(np.mean((rec - truth.astype(np.float64)) ** 2))
-            vals.append(99.0 if mse == 0 else 10 * math.log10(255.0**2 / mse))
+            vals.append(min(psnr(vae_roundtrip(pipe, truth), truth), 99.0))
         out[f"{frames}x{h}x{w}"] = float(np.mean(vals))
     out["mean"] = float(np.mean(list(out.values())))
     return out

@@ -56,6 +56,12 @@ def embedded_model_path(causal: bool = False) -> Path:
     return Path(str(resources.files("vidrt") / "assets" / ("default_causal" if causal else "default")))
 
 
+def embedded_causal_transformer() -> Optional[Path]:
+    """The embedded causal DiT's transformer folder, or None when this build has none."""
+    path = embedded_model_path(causal=True) / "transformer"
+    return path if (path / "config.json").is_file() else None
+
+
 class Pipeline:
     """Runs a Wan-family text-to-video checkpoint. Build it with :meth:`from_pretrained`."""
 
@@ -113,9 +119,10 @@ class Pipeline:
             if transformer is not None:
                 raise ConfigError(f"'{EMBEDDED_CAUSAL_MODEL}' already names its transformer; pass the base model "
                                   f"('{EMBEDDED_MODEL}') with transformer=")
-            transformer = embedded_model_path(causal=True) / "transformer"
-            if not (transformer / "config.json").is_file():
-                raise CheckpointError(f"the embedded causal model is not in this build ({transformer} is empty); "
+            transformer = embedded_causal_transformer()
+            if transformer is None:
+                raise CheckpointError(f"the embedded causal model is not in this build "
+                                      f"({embedded_model_path(causal=True)} has no transformer/config.json); "
                                       "train it with tools/train_default_model.py or pass a causal checkpoint")
             path = None
         if path is None or str(path) == EMBEDDED_MODEL:

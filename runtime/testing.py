@@ -15,14 +15,10 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
                   text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc",
                   ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2) -> Path:
     """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it."""
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        UniPCMultistepScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )
+    from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
+                           WanPipeline, WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
+
     from vidrt.models.text import build_word_tokenizer
 
     path = Path(path)

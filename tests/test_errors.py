@@ -105,7 +105,7 @@ def test_embedded_causal_model_loads_or_says_how_to_get_it(monkeypatch, tmp_path
     naming the fix (checked with the package's causal folder pointed at an empty directory)."""
     import vidrt.pipeline as P
 
-    if (P.embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+    if P.embedded_causal_transformer() is not None:
         pipe = vidrt.Pipeline.from_pretrained("default-causal")
         assert pipe.transformer.config.num_frame_per_block > 0
     real = P.embedded_model_path
@@ -122,7 +122,7 @@ def test_cli_stream_defaults_to_the_embedded_causal_model(tmp_path):
 
     import vidrt.pipeline as P
 
-    if not (P.embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+    if P.embedded_causal_transformer() is None:
         pytest.skip("this build has no embedded causal model")
     out, js = tmp_path / "s.mp4", tmp_path / "s.json"
     assert cli_main(["stream", "a red circle moves right", "--seconds", "1.5", "--steps", "2", "-o", str(out),

@@ -58,9 +58,9 @@ def _stream(args: argparse.Namespace) -> int:
     source = Path(args.shots) if args.shots else args.prompt
     seconds = args.seconds if args.seconds is not None or args.shots else 5.0
     if args.model is None and args.transformer is None:
-        from vidrt.pipeline import EMBEDDED_CAUSAL_MODEL, embedded_model_path
+        from vidrt.pipeline import EMBEDDED_CAUSAL_MODEL, embedded_causal_transformer
 
-        if (embedded_model_path(causal=True) / "transformer" / "config.json").is_file():
+        if embedded_causal_transformer() is not None:
             args.model = EMBEDDED_CAUSAL_MODEL  # the embedded model's causal variant: KV-cached chunks
     pipe = _load(args)
     parts = pipe.stream(source, seconds=seconds, latency_target=args.latency_target, height=args.height,
