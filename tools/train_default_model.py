@@ -340,23 +340,27 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 
 # --------------------------------------------------------------------------------------- VAE stage
 
-def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
-              decoder_only: bool = False, long: bool = False) -> WanVAE:
-    """The VAE stage (``vae.pt``), or with ``decoder_only`` its decoder fine-tune (``vae_decoder.pt``).
+# phase -> (checkpoint, label, checkpoint it starts from (decoder phases), rng seed offset)
+VAE_PHASES = {"vae": ("vae.pt", "VAE", None, 0),
+              "decoder": ("vae_decoder.pt", "VAE decoder", "vae.pt", 10),
+              "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", "vae_decoder.pt", 20)}
 
-    The decoder fine-tune starts from the finished VAE with the encoder frozen: every latent the DiT trains
-    on stays the same, so it runs beside the DiT stage (``--stage decoder``) and the export takes the
-    newest decoder."""
-    name, total = ("vae_decoder.pt", p.vae_decoder_steps) if decoder_only else ("vae.pt", p.vae_steps)
-    buckets = p.vae_buckets
-    if long:  # the long-window phase of the decoder fine-tune, from the finished decoder stage
-        decoder_only, name, total, buckets = True, "vae_decoder_long.pt", p.vae_long_steps, p.vae_long_buckets
-    what = {"vae.pt": "VAE", "vae_decoder.pt": "VAE decoder", "vae_decoder_long.pt": "VAE decoder (long)"}[name]
+
+def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
+              phase: str = "vae") -> WanVAE:
+    """One VAE training phase (see VAE_PHASES): the VAE itself, or a decoder fine-tune.
+
+    Decoder phases start from the previous phase's finished checkpoint with the encoder frozen: every latent
+    the DiT trains on stays the same, so they run beside the DiT stage (``--stage decoder``) and the export
+    takes the newest decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
+    name, what, base_name, seed_offset = VAE_PHASES[phase]
+    decoder_only = base_name is not None
+    total = {"vae": p.vae_steps, "decoder": p.vae_decoder_steps, "decoder_long": p.vae_long_steps}[phase]
+    buckets = p.vae_long_buckets if phase == "decoder_long" else p.vae_buckets
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
     stats = None
     if decoder_only:
-        base_name = "vae_decoder.pt" if long else "vae.pt"
         base = ck.load(base_name)
         if base is None or not base.get("done"):
             raise SystemExit(f"{what}: needs a finished earlier stage in {ck.dir} ({base_name} with done=True)")
@@ -365,7 +369,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     params = [x for x in vae.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
-    rng = np.random.default_rng(seed + (20 if long else 10 if decoder_only else 0))
+    rng = np.random.default_rng(seed + seed_offset)
     step = 0
     state = ck.load(name)
     if state is not None:
@@ -443,6 +447,12 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
                 (elapsed0 + time.time() - t_start) / 60, np.round(stats["latents_mean"], 2).tolist(),
                 np.round(stats["latents_std"], 2).tolist())
     return vae
+
+
+def train_decoder(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
+    """Both decoder fine-tune phases in order (each resumes, or returns at once when done)."""
+    vae = train_vae(p, ck, seed, device, max_minutes, phase="decoder")
+    return train_vae(p, ck, seed, device, max_minutes, phase="decoder_long") if p.vae_long_steps > 0 else vae
 
 
 @torch.no_grad()
@@ -842,8 +852,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
     ap.add_argument("--stage", choices=("all", "vae", "decoder", "decoder-long"), default="all",
                     help="all: VAE, DiT, causal DiT, VAE decoder fine-tune, export; vae: the VAE stage only; "
-                         "decoder: only the decoder fine-tune (encoder frozen), to run in a second process beside "
-                         "the DiT stages")
+                         "decoder (alias decoder-long): only the decoder fine-tune phases (encoder frozen), to run "
+                         "in a second process beside the DiT stages")
     ap.add_argument("--vae-decoder-steps", type=int, default=None)
     ap.add_argument("--decoder-max-minutes", type=float, default=None, help="pause the decoder fine-tune after this long")
     ap.add_argument("--causal-steps", type=int, default=None, help="causal-variant fine-tune steps (0: skip)")
@@ -885,7 +895,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
-        for dname in ("vae_decoder_long.pt", "vae_decoder.pt"):
+        for dname in (VAE_PHASES["decoder_long"][0], VAE_PHASES["decoder"][0]):
             dec = ck.load(dname)
             if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
                 vae.load_state_dict(dec["model"])
@@ -900,9 +910,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
 
     if args.stage in ("decoder", "decoder-long"):
-        vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
-        if args.stage == "decoder-long" or p.vae_long_steps > 0:
-            vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, long=True)
+        vae = train_decoder(p, ck, args.seed, device, args.decoder_max_minutes)
         logger.info("VAE held-out PSNR after the decoder fine-tune: %s", eval_vae(vae, p.eval_vae_prompts, device))
         return 0
     t0 = time.time()
@@ -923,9 +931,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         times["causal_s"] = time.time() - t0
     if p.vae_decoder_steps > 0 and dit_state.get("done"):
         t0 = time.time()
-        vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, decoder_only=True)
-        if p.vae_long_steps > 0:
-            vae = train_vae(p, ck, args.seed, device, args.decoder_max_minutes, long=True)
+        vae = train_decoder(p, ck, args.seed, device, args.decoder_max_minutes)
         times["vae_decoder_s"] = time.time() - t0
         summary["vae_psnr_decoder"] = eval_vae(vae, p.eval_vae_prompts, device)
         logger.info("VAE held-out PSNR after the decoder fine-tune: %s", summary["vae_psnr_decoder"])
