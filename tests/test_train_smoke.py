@@ -74,3 +74,27 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     assert not torch.equal(cpipe.transformer.blocks[0].attn1.to_q.weight, base_w)
     parts = list(cpipe.stream(prompt, seconds=1.0, height=32, width=32, steps=2, guidance=1.0, progress=False))
     assert sum(p.frames.shape[0] for p in parts) >= 13 and len(parts) >= 3
+
+
+def test_latent_weights_mark_the_latent_voxels_under_objects():
+    """The DiT's object-weighted loss: a voxel weighs 1 + w exactly where its footprint (frame 0 alone, then
+    4 frames; 8x8 pixels) touches an object or its 2-pixel rim."""
+    script = _load_script()
+    x = -torch.ones(1, 3, 9, 32, 32)                 # black background, 9 frames -> 3 latent frames
+    x[:, 0, 0, 2:5, 2:5] = 1.0                       # frame 0: object in the top-left 8x8 footprint
+    x[:, 1, 6, 19:22, 12:14] = 1.0                   # frame 6 (latent frame 2): object at pixel rows 19-21
+    w = script.latent_weights(x, (1, 16, 3, 4, 4), 12.0)
+    assert w.shape == (1, 1, 3, 4, 4)
+    expected = torch.ones(3, 4, 4)
+    expected[0, 0, 0] = 13.0
+    expected[2, 2, 1] = 13.0                         # rows 19-21 (+ rim 17-23) -> row 2; cols 12-13 (+ rim 10-15)
+    assert torch.equal(w[0, 0], expected)
+    assert torch.equal(script.latent_weights(x, (1, 16, 3, 4, 4), 0.0), torch.ones(1, 1, 3, 4, 4))
+    with pytest.raises(ValueError, match="latent frames"):
+        script.latent_weights(x[:, :, :8], (1, 16, 3, 4, 4), 12.0)
+    # the weighted loss is plain MSE when the weights are uniform, and follows the weighted voxels otherwise
+    pred, target = torch.zeros(1, 16, 3, 4, 4), torch.ones(1, 16, 3, 4, 4)
+    assert float(script.weighted_mse(pred, target, torch.ones_like(w))) == pytest.approx(1.0)
+    target[:, :, 0, 0, 0] = 3.0                      # error 9 on the object voxel, 1 elsewhere
+    loss = float(script.weighted_mse(pred, target, w))
+    assert loss == pytest.approx((13 * 9 + 13 * 1 + 46 * 1) / (13 + 13 + 46))  # voxels: 2 objects, 46 background
