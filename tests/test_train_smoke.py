@@ -98,3 +98,24 @@ def test_latent_weights_mark_the_latent_voxels_under_objects():
     target[:, :, 0, 0, 0] = 3.0                      # error 9 on the object voxel, 1 elsewhere
     loss = float(script.weighted_mse(pred, target, w))
     assert loss == pytest.approx((13 * 9 + 13 * 1 + 46 * 1) / (13 + 13 + 46))  # voxels: 2 objects, 46 background
+
+
+def test_blend_latents_pairs_latent_and_frame_blends():
+    """The decoder's blend phase: a blended latent's target is the same blend of the frames (same partner, same
+    weight); latent noise leaves the target alone; a batch of one is refused."""
+    script = _load_script()
+    p = script.Preset("t", vae_z_dim=4, vae_smooth_blend=1.0, vae_smooth_noise=0.0)
+    stats = {"latents_std": (1.0, 2.0, 3.0, 4.0)}
+    z, x = torch.randn(3, 4, 2, 4, 4), torch.rand(3, 3, 5, 32, 32)
+    zb, xb = script.blend_latents(z, x, p, np.random.default_rng(0), stats)
+    # recover each sample's weight from the latents and check the frames used the same one
+    for i, j in ((0, 2), (1, 0), (2, 1)):                     # partner = the previous clip of the batch
+        lam = float(((zb[i] - z[i]) * (z[j] - z[i])).sum() / (z[j] - z[i]).pow(2).sum())
+        assert 0.0 <= lam <= 1.0
+        torch.testing.assert_close(zb[i], (1 - lam) * z[i] + lam * z[j], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(xb[i], (1 - lam) * x[i] + lam * x[j], rtol=1e-4, atol=1e-5)
+    p0 = script.Preset("t", vae_z_dim=4, vae_smooth_blend=0.0, vae_smooth_noise=1.0)
+    zn, xn = script.blend_latents(z, x, p0, np.random.default_rng(1), stats)
+    assert torch.equal(xn, x) and 0 < float((zn - z).abs().max()) < 4 * 0.2 * 4.0
+    with pytest.raises(ValueError, match="at least 2"):
+        script.blend_latents(z[:1], x[:1], p, np.random.default_rng(0), stats)

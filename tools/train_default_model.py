@@ -84,6 +84,17 @@ class Preset:
     vae_long_steps: int = 3000
     vae_long_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
                                (1, 64, 64, 32, 8, 1))
+    # last, the decoder learns to decode *blends* of latents as blends of frames. The encoder keeps colour in the
+    # direction of its features (see init_vae_), so the decoder had learnt a map that is far from linear:
+    # (z_red_circle_a + z_red_circle_b) / 2 decoded to two *yellow* circles, 0.75 z of a white frame to an
+    # orange one. A DiT's prediction at high noise is a conditional mean, i.e. a blend, and every sampler step
+    # moves along blends: its small errors decoded to vivid blobs of random colours all over the frame.
+    # Encoder frozen, so every latent the DiTs saw keeps its meaning.
+    vae_smooth_steps: int = 4000
+    vae_smooth_blend: float = 0.6        # share of samples blended with another clip of the batch
+    vae_smooth_noise: float = 0.3        # share of samples with Gaussian latent noise (std up to 0.2 x latent std)
+    vae_smooth_buckets: tuple = ((1, 64, 64, 32, 8, 3), (5, 64, 64, 32, 4, 2), (17, 64, 64, 32, 2, 1.5),
+                                 (33, 64, 64, 32, 2, 1.5), (65, 64, 64, 32, 2, 0.5))
     # buckets: (frames, height, width, crop, batch, weight): frames > 1 are windows of a 33-frame render,
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
@@ -154,7 +165,8 @@ PRESETS = {
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
         causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
-        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),)),
+        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2,
+        vae_smooth_buckets=((1, 32, 32, 0, 2, 1), (5, 32, 32, 0, 2, 1))),
 }
 
 
@@ -368,7 +380,8 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 # phase -> (checkpoint, label, checkpoint it starts from (decoder phases), rng seed offset)
 VAE_PHASES = {"vae": ("vae.pt", "VAE", None, 0),
               "decoder": ("vae_decoder.pt", "VAE decoder", "vae.pt", 10),
-              "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", "vae_decoder.pt", 20)}
+              "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", "vae_decoder.pt", 20),
+              "decoder_smooth": ("vae_decoder_smooth.pt", "VAE decoder (blends)", "vae_decoder_long.pt", 30)}
 
 
 def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
@@ -380,8 +393,9 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     takes the newest decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
     name, what, base_name, seed_offset = VAE_PHASES[phase]
     decoder_only = base_name is not None
-    total = {"vae": p.vae_steps, "decoder": p.vae_decoder_steps, "decoder_long": p.vae_long_steps}[phase]
-    buckets = p.vae_long_buckets if phase == "decoder_long" else p.vae_buckets
+    total = {"vae": p.vae_steps, "decoder": p.vae_decoder_steps, "decoder_long": p.vae_long_steps,
+             "decoder_smooth": p.vae_smooth_steps}[phase]
+    buckets = {"decoder_long": p.vae_long_buckets, "decoder_smooth": p.vae_smooth_buckets}.get(phase, p.vae_buckets)
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
     stats = None
@@ -437,7 +451,10 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
             dist = vae_moments(vae, x)
         # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
         # bury the signal in noise for thousands of steps; the small KL keeps the latent scale bounded
-        y = vae_decode_train(vae, dist.mean)
+        z = dist.mean
+        if phase == "decoder_smooth":
+            z, x = blend_latents(z, x, p, rng, stats)
+        y = vae_decode_train(vae, z)
         w = pixel_weights(x, p.vae_fg_weight)
         l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
         mse = ((y - x).pow(2) * w).sum() / (w.sum() * 3)
@@ -474,10 +491,32 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     return vae
 
 
+def blend_latents(z: torch.Tensor, x: torch.Tensor, p: Preset, rng: np.random.Generator,
+                  stats: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training pairs for a decoder that decodes blends linearly: a share of the batch becomes
+    (1 - l) z + l z_other -> (1 - l) x + l x_other with l ~ U(0, 1) and another clip of the batch; a share
+    gets Gaussian latent noise (target unchanged)."""
+    b = z.shape[0]
+    if b < 2:
+        raise ValueError("blend buckets need a batch of at least 2")
+    other = torch.roll(torch.arange(b), 1)
+    lam = torch.from_numpy(rng.random(b)).float().to(z.device)
+    lam = torch.where(torch.from_numpy(rng.random(b) < p.vae_smooth_blend).to(z.device), lam, torch.zeros_like(lam))
+    lz = lam.view(b, 1, 1, 1, 1)
+    z = (1 - lz) * z + lz * z[other]
+    x = (1 - lz) * x + lz * x[other]
+    std = torch.tensor(stats["latents_std"], device=z.device).view(1, -1, 1, 1, 1)
+    sigma = torch.from_numpy(0.2 * rng.random(b) * (rng.random(b) < p.vae_smooth_noise)).float().to(z.device)
+    return z + sigma.view(b, 1, 1, 1, 1) * std * torch.randn_like(z), x
+
+
 def train_decoder(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
-    """Both decoder fine-tune phases in order (each resumes, or returns at once when done)."""
+    """The decoder fine-tune phases in order (each resumes, or returns at once when done)."""
     vae = train_vae(p, ck, seed, device, max_minutes, phase="decoder")
-    return train_vae(p, ck, seed, device, max_minutes, phase="decoder_long") if p.vae_long_steps > 0 else vae
+    for phase, steps in (("decoder_long", p.vae_long_steps), ("decoder_smooth", p.vae_smooth_steps)):
+        if steps > 0:
+            vae = train_vae(p, ck, seed, device, max_minutes, phase=phase)
+    return vae
 
 
 @torch.no_grad()
@@ -954,7 +993,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             return 2
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
-        for dname in (VAE_PHASES["decoder_long"][0], VAE_PHASES["decoder"][0]):
+        for dname in (VAE_PHASES["decoder_smooth"][0], VAE_PHASES["decoder_long"][0], VAE_PHASES["decoder"][0]):
             dec = ck.load(dname)
             if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
                 vae.load_state_dict(dec["model"])
