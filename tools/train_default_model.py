@@ -851,6 +851,19 @@ def diffusers_dit(p: Preset, state: dict):
     return d_dit
 
 
+def preset_changes(p: Preset, trained: dict) -> dict:
+    """Fields where the DiT stage's recorded preset or this export's preset differ from the named preset's
+    defaults (the ``--set`` / ``--dit-steps`` overrides), so the folder says how it was made."""
+    ref = dataclasses.asdict(PRESETS[p.name]) if p.name in PRESETS else {}
+    now = dataclasses.asdict(p)
+    out = {}
+    for key, default in ref.items():
+        value = trained.get(key, now[key]) if key.startswith(("dit_", "text_", "cache", "new_clips")) else now[key]
+        if json.dumps(value) != json.dumps(default):
+            out[key] = value
+    return out
+
+
 def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     """Write the diffusers WanPipeline folder + vidrt.json; returns a summary (sizes, step counts)."""
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
@@ -877,8 +890,10 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     defaults = {"height": p.gen_height, "width": p.gen_width, "num_frames": p.gen_frames, "steps": p.gen_steps,
                 "guidance": p.gen_guidance, "fps": FPS, "max_sequence_length": p.max_text_len, "sampler": "auto",
                 "shift": p.gen_shift, "negative_prompt": ""}
-    info = {"preset": p.name, "dit_step": dit_state["step"], "dit_steps_planned": p.dit_steps,
-            "dit_done": bool(dit_state.get("done")), "trained_minutes_dit": round(dit_state.get("elapsed", 0) / 60, 1)}
+    trained = dit_state.get("preset", {})
+    info = {"preset": p.name, "dit_step": dit_state["step"], "dit_steps_planned": trained.get("dit_steps", p.dit_steps),
+            "dit_done": bool(dit_state.get("done")), "trained_minutes_dit": round(dit_state.get("elapsed", 0) / 60, 1),
+            "changed_from_preset": preset_changes(p, trained)}
     (out / "vidrt.json").write_text(json.dumps({**defaults, "_training": info}, indent=2) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
     logger.info("exported %s: %.1f MB of safetensors", out, size / 1e6)
