@@ -249,7 +249,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's; --random: 4)")
-    ap.add_argument("--guidance", type=float, default=5.0)
+    ap.add_argument("--guidance", type=float, default=None, help="default: the model's (vidrt.json)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score", action="store_true", help="score world adherence even if not the embedded model")
     ap.add_argument("--name", default=None)
@@ -288,6 +288,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     cfg = probe.transformer.config
     if args.steps is None:
         args.steps = 4 if args.random else probe.defaults.steps
+    if args.guidance is None:
+        args.guidance = probe.defaults.guidance
     del probe
     if cfg.num_frame_per_block < 1:
         print(f"{model} is not causal (num_frame_per_block=0); this benchmark measures the KV-cached path",
