@@ -65,10 +65,11 @@ class _Recorder(BlockStackCache):
         self._prev_res: Optional[torch.Tensor] = None
 
     def run_blocks(self, dit, x, mod, run):
-        slot, _ = self._next_slot(x.shape[0])
+        slot, rows = self._next_slot(x.shape[0])
         out = run(x)
         if slot == 0:
-            inp, res = dit.blocks[0].modulated_input(x, mod), out - x
+            keep = self._indicator_rows(rows)   # the rows TeaCache watches
+            inp, res = dit.blocks[0].modulated_input(x, mod)[keep], (out - x)[keep]
             if self._prev_in is not None:
                 self.pairs.append((rel_l1(inp, self._prev_in), rel_l1(res, self._prev_res)))
             self._prev_in, self._prev_res = inp, res

@@ -50,7 +50,7 @@ class BlockStackCache:
         self.branches: list[list[str]] = []  # branch names of the rows of each call in a step
         self._step, self._steps, self._slot = 0, 1, 0
         self._compute = True
-        self._residual: dict[int, torch.Tensor] = {}
+        self._residual: dict[str, torch.Tensor] = {}   # branch ('cond' / 'uncond') -> its rows' residual
 
     def begin_step(self, index: int, steps: int, branches: Sequence[Sequence[str]] = (("cond",),)) -> None:
         self._step, self._steps, self._slot = index, steps, 0
@@ -61,15 +61,38 @@ class BlockStackCache:
         return self._step < self.warmup_steps or self._step >= self._steps - self.final_steps
 
     def _next_slot(self, batch: int) -> tuple[int, list[str]]:
+        """(slot index of this DiT call within the step, branch name of each of its batch rows)."""
         slot = self._slot
         self._slot += 1
         names = self.branches[slot] if slot < len(self.branches) else ["cond"] * batch
         rows = names if len(names) == batch else (names * batch)[:batch]
-        return slot, sorted(set(rows), key=rows.index)
+        return slot, rows
 
-    def _cached(self, slot: int, batch: int) -> Optional[torch.Tensor]:
-        r = self._residual.get(slot)
-        return r[:batch] if r is not None and r.shape[0] >= batch else None
+    @staticmethod
+    def _indicator_rows(rows: Sequence[str]) -> list[int]:
+        """Rows the change indicator watches: the conditional branch (present on every step, whether or not
+        the CFG cache skips the unconditional one, so consecutive steps stay comparable)."""
+        idx = [i for i, n in enumerate(rows) if n == "cond"]
+        return idx or list(range(len(rows)))
+
+    def _store(self, rows: Sequence[str], residual: torch.Tensor) -> None:
+        for name in set(rows):
+            self._residual[name] = residual[[i for i, n in enumerate(rows) if n == name]]
+
+    def _cached(self, rows: Sequence[str], like: torch.Tensor) -> Optional[torch.Tensor]:
+        """The stored residual of each row's branch, in the rows' order; None if a branch has none yet."""
+        out = torch.empty_like(like)
+        for name in set(rows):
+            idx = [i for i, n in enumerate(rows) if n == name]
+            r = self._residual.get(name)
+            if r is None or r.shape[0] != len(idx) or r.shape[1:] != like.shape[1:]:
+                return None
+            out[idx] = r
+        return out
+
+    @staticmethod
+    def _names(rows: Sequence[str]) -> list[str]:
+        return sorted(set(rows), key=list(rows).index)
 
     def run_blocks(self, dit, x: torch.Tensor, mod: torch.Tensor, run: Callable) -> torch.Tensor:
         raise NotImplementedError
@@ -92,9 +115,10 @@ class TeaCache(BlockStackCache):
         self._acc = 0.0
 
     def run_blocks(self, dit, x, mod, run):
-        slot, names = self._next_slot(x.shape[0])
+        slot, rows = self._next_slot(x.shape[0])
+        names = self._names(rows)
         if slot == 0:
-            inp = dit.blocks[0].modulated_input(x, mod)
+            inp = dit.blocks[0].modulated_input(x, mod)[self._indicator_rows(rows)]
             if self.forced or self._prev is None or self._prev.shape != inp.shape:
                 self._compute, self._acc = True, 0.0
             else:
@@ -103,12 +127,12 @@ class TeaCache(BlockStackCache):
                 if self._compute:
                     self._acc = 0.0
             self._prev = inp
-        cached = None if self._compute else self._cached(slot, x.shape[0])
+        cached = None if self._compute else self._cached(rows, x)
         if cached is not None:
             self.stats.count("reused", names)
             return x + cached
         out = run(x)
-        self._residual[slot] = out - x
+        self._store(rows, out - x)
         self.stats.count("computed", names)
         return out
 
@@ -124,22 +148,23 @@ class FirstBlockCache(BlockStackCache):
         self._prev: Optional[torch.Tensor] = None
 
     def run_blocks(self, dit, x, mod, run):
-        slot, names = self._next_slot(x.shape[0])
+        slot, rows = self._next_slot(x.shape[0])
+        names = self._names(rows)
         x1 = run(x, 0, 1)
         if slot == 0:
-            r0 = x1 - x
+            r0 = (x1 - x)[self._indicator_rows(rows)]
             if self.forced or self._prev is None or self._prev.shape != r0.shape:
                 self._compute = True
             else:
                 self._compute = rel_l1(r0, self._prev) >= self.threshold
             if self._compute:
                 self._prev = r0
-        cached = None if self._compute else self._cached(slot, x.shape[0])
+        cached = None if self._compute else self._cached(rows, x1)
         if cached is not None:
             self.stats.count("reused", names)
             return x1 + cached
         out = run(x1, 1)
-        self._residual[slot] = out - x1
+        self._store(rows, out - x1)
         self.stats.count("computed", names)
         return out
 

@@ -44,6 +44,19 @@ def test_cfg_cache_halves_uncond_and_combines(pipe):
     assert c["teacache"]["computed"]["cond"] == 8 and c["teacache"]["computed"]["uncond"] == 5
 
 
+@pytest.mark.parametrize("policy", ["teacache+cfg", "first_block+cfg"])
+def test_block_cache_keeps_skipping_when_the_cfg_cache_changes_the_batch(pipe, policy):
+    """With the CFG cache, steps alternate between cond+uncond and cond-only DiT calls; the block cache must
+    compare the cond rows across them and keep each branch's residual (it used to reset on every change of
+    batch shape, so the combination skipped 1 step in 20)."""
+    v = pipe("a red circle moves right", cache=policy, cache_threshold=1e9, **{**KW, "output": "video"})
+    st = v.stats["cache"][policy.split("+")[0]]
+    assert v.stats["cache"]["cfg"] == {"uncond_computed": 5, "uncond_reused": 3}
+    # warm-up and final step computed; every other step reuses, whichever rows the call carries
+    assert st["computed"] == {"cond": 2, "uncond": 2}
+    assert st["reused"] == {"cond": 6, "uncond": 3}
+
+
 def test_unbatched_cfg_follows_the_same_decisions(pipe):
     a = pipe("a blue square moves up", cache="teacache", cache_threshold=0.3, **KW)
     pipe.batch_cfg = False
