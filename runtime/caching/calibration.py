@@ -68,7 +68,7 @@ class _Recorder(BlockStackCache):
         slot, rows = self._next_slot(x.shape[0])
         out = run(x)
         if slot == 0:
-            keep = self._indicator_rows(rows)   # the rows TeaCache watches
+            keep = self._indicator_rows(self._by_branch(rows))   # the rows TeaCache watches
             inp, res = dit.blocks[0].modulated_input(x, mod)[keep], (out - x)[keep]
             if self._prev_in is not None:
                 self.pairs.append((rel_l1(inp, self._prev_in), rel_l1(res, self._prev_res)))

@@ -69,30 +69,32 @@ class BlockStackCache:
         return slot, rows
 
     @staticmethod
-    def _indicator_rows(rows: Sequence[str]) -> list[int]:
+    def _by_branch(rows: Sequence[str]) -> dict[str, list[int]]:
+        """Branch name -> its row indices, in order of first appearance."""
+        out: dict[str, list[int]] = {}
+        for i, name in enumerate(rows):
+            out.setdefault(name, []).append(i)
+        return out
+
+    @staticmethod
+    def _indicator_rows(branches: dict[str, list[int]]) -> list[int]:
         """Rows the change indicator watches: the conditional branch (present on every step, whether or not
         the CFG cache skips the unconditional one, so consecutive steps stay comparable)."""
-        idx = [i for i, n in enumerate(rows) if n == "cond"]
-        return idx or list(range(len(rows)))
+        return branches.get("cond") or [i for idx in branches.values() for i in idx]
 
-    def _store(self, rows: Sequence[str], residual: torch.Tensor) -> None:
-        for name in set(rows):
-            self._residual[name] = residual[[i for i, n in enumerate(rows) if n == name]]
+    def _store(self, branches: dict[str, list[int]], residual: torch.Tensor) -> None:
+        for name, idx in branches.items():
+            self._residual[name] = residual[idx]
 
-    def _cached(self, rows: Sequence[str], like: torch.Tensor) -> Optional[torch.Tensor]:
+    def _cached(self, branches: dict[str, list[int]], like: torch.Tensor) -> Optional[torch.Tensor]:
         """The stored residual of each row's branch, in the rows' order; None if a branch has none yet."""
         out = torch.empty_like(like)
-        for name in set(rows):
-            idx = [i for i, n in enumerate(rows) if n == name]
+        for name, idx in branches.items():
             r = self._residual.get(name)
             if r is None or r.shape[0] != len(idx) or r.shape[1:] != like.shape[1:]:
                 return None
             out[idx] = r
         return out
-
-    @staticmethod
-    def _names(rows: Sequence[str]) -> list[str]:
-        return sorted(set(rows), key=list(rows).index)
 
     def run_blocks(self, dit, x: torch.Tensor, mod: torch.Tensor, run: Callable) -> torch.Tensor:
         raise NotImplementedError
@@ -116,9 +118,10 @@ class TeaCache(BlockStackCache):
 
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
-        names = self._names(rows)
+        branches = self._by_branch(rows)
+        names = list(branches)
         if slot == 0:
-            inp = dit.blocks[0].modulated_input(x, mod)[self._indicator_rows(rows)]
+            inp = dit.blocks[0].modulated_input(x, mod)[self._indicator_rows(branches)]
             if self.forced or self._prev is None or self._prev.shape != inp.shape:
                 self._compute, self._acc = True, 0.0
             else:
@@ -127,12 +130,12 @@ class TeaCache(BlockStackCache):
                 if self._compute:
                     self._acc = 0.0
             self._prev = inp
-        cached = None if self._compute else self._cached(rows, x)
+        cached = None if self._compute else self._cached(branches, x)
         if cached is not None:
             self.stats.count("reused", names)
             return x + cached
         out = run(x)
-        self._store(rows, out - x)
+        self._store(branches, out - x)
         self.stats.count("computed", names)
         return out
 
@@ -149,22 +152,23 @@ class FirstBlockCache(BlockStackCache):
 
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
-        names = self._names(rows)
+        branches = self._by_branch(rows)
+        names = list(branches)
         x1 = run(x, 0, 1)
         if slot == 0:
-            r0 = (x1 - x)[self._indicator_rows(rows)]
+            r0 = (x1 - x)[self._indicator_rows(branches)]
             if self.forced or self._prev is None or self._prev.shape != r0.shape:
                 self._compute = True
             else:
                 self._compute = rel_l1(r0, self._prev) >= self.threshold
             if self._compute:
                 self._prev = r0
-        cached = None if self._compute else self._cached(rows, x1)
+        cached = None if self._compute else self._cached(branches, x1)
         if cached is not None:
             self.stats.count("reused", names)
             return x1 + cached
         out = run(x1, 1)
-        self._store(rows, out - x1)
+        self._store(branches, out - x1)
         self.stats.count("computed", names)
         return out
 
