@@ -119,3 +119,23 @@ def test_blend_latents_pairs_latent_and_frame_blends():
     assert torch.equal(xn, x) and 0 < float((zn - z).abs().max()) < 4 * 0.2 * 4.0
     with pytest.raises(ValueError, match="at least 2"):
         script.blend_latents(z[:1], x[:1], p, np.random.default_rng(0), stats)
+
+
+def test_set_overrides_are_typed_and_recorded():
+    """--set FIELD=VALUE: JSON values of the field's type (lists -> tuples), clear errors otherwise; the export
+    records what differs from the named preset (this export's overrides first, then the DiT stage's)."""
+    import dataclasses
+
+    script = _load_script()
+    full = script.PRESETS["full"]
+    p = script.apply_overrides(full, ["dit_dim=192", "gen_guidance=2", "dit_buckets=[[1, 64, 64, 1]]"])
+    assert (p.dit_dim, p.gen_guidance, p.dit_buckets) == (192, 2.0, ((1, 64, 64, 1),))
+    for bad, msg in (("dit_dim=abc", "takes a int"), ("nope=1", "expected FIELD=VALUE"), ("dit_dim", "expected")):
+        with pytest.raises(SystemExit, match=msg):
+            script.apply_overrides(full, [bad])
+    # the DiT stage's record counts for DiT fields only (not its run-time flags or generation defaults)
+    trained = dataclasses.asdict(script.apply_overrides(full, ["dit_steps=20000", "gen_guidance=7.0",
+                                                               "causal_steps=0"]))
+    assert script.preset_changes(p, trained) == {"dit_dim": 192, "gen_guidance": 2.0,
+                                                 "dit_buckets": ((1, 64, 64, 1),), "dit_steps": 20000}
+    assert script.preset_changes(full, {}) == {}

@@ -112,7 +112,7 @@ class Preset:
     text_heads: int = 2
     text_ff: int = 256
     max_text_len: int = 32
-    dit_steps: int = 10000
+    dit_steps: int = 14000               # run 3 (run 2: 10 000)
     dit_lr: float = 3e-4
     dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (max 32)
     cfg_dropout: float = 0.1
@@ -146,7 +146,7 @@ class Preset:
     gen_width: int = 64
     gen_frames: int = 33
     gen_steps: int = 20
-    gen_guidance: float = 5.0
+    gen_guidance: float = 3.0            # guidance 1 / 3 gave the same adherence, 5 less (docs/default_model.md)
     gen_shift: float = 2.0
     # eval
     eval_vae_prompts: int = 8
@@ -853,16 +853,21 @@ def diffusers_dit(p: Preset, state: dict):
     return d_dit
 
 
+_DIT_STAGE_FIELDS = ("dit_", "text_", "cache_", "new_clips", "max_text_len", "cfg_dropout", "ema_decay")
+
+
 def preset_changes(p: Preset, trained: dict) -> dict:
     """Fields where the DiT stage's recorded preset or this export's preset differ from the named preset's
     defaults (the ``--set`` / ``--dit-steps`` overrides), so the folder says how it was made."""
     ref = dataclasses.asdict(PRESETS[p.name]) if p.name in PRESETS else {}
-    now = dataclasses.asdict(p)
-    out = {}
+    out, now = {}, dataclasses.asdict(p)
     for key, default in ref.items():
-        value = trained.get(key, now[key]) if key.startswith(("dit_", "text_", "cache", "new_clips")) else now[key]
-        if json.dumps(value) != json.dumps(default):
-            out[key] = value
+        # this export's overrides first, then the DiT stage's (for the fields that shaped the DiT)
+        sources = (now, trained) if key.startswith(_DIT_STAGE_FIELDS) else (now,)
+        for source in sources:
+            if key in source and json.dumps(source[key]) != json.dumps(default):
+                out[key] = source[key]
+                break
     return out
 
 
