@@ -1,4 +1,5 @@
 """Latency scheduler: planning on a known cost model, impossible targets, deadlines, re-planning."""
+import dataclasses
 import time
 
 import pytest
@@ -27,6 +28,11 @@ def test_prediction_counts_cfg_and_cache():
     assert cached == pytest.approx(0.1 + 0.5 * 10 * 0.03 + 0.05)
     half_cfg = predict_seconds(Plan(10, None, 0.0, 2), COST, **SHAPE)
     assert full > half_cfg > full * 0.6
+    # the per-step rest of the loop (sampler update, CFG mix) counts once per step, cache or not
+    stepped = dataclasses.replace(COST, step_s=0.002)
+    assert predict_seconds(Plan(10), stepped, **SHAPE) == pytest.approx(full + 10 * 0.002)
+    assert predict_seconds(Plan(10, "teacache", 0.1), stepped, computed_fraction=0.5, **SHAPE) == \
+        pytest.approx(cached + 10 * 0.002)
 
 
 def test_best_quality_within_target_and_monotone():
@@ -79,6 +85,9 @@ def test_pipeline_latency_target_and_deadline(tiny_wan, tmp_path, monkeypatch):
     pipe = Pipeline.from_pretrained(tiny_wan)
     kw = dict(height=32, width=32, num_frames=5, steps=6, progress=False, max_sequence_length=16)
     v = pipe("a red circle", latency_target=60.0, **kw)
+    from vidrt.caching.scheduler import calibrate_cost
+
+    assert 0.0 <= calibrate_cost(pipe).step_s < 1.0   # measured with the model, cached per key
     s = v.stats["schedule"]
     assert s["plan"]["steps"] == 6 and s["predicted_s"] <= 60.0 and s["actual_s"] > 0
     with pytest.raises(vidrt.LatencyError, match="impossible"):
