@@ -227,18 +227,22 @@ def pixel_weights(x: torch.Tensor, fg_weight: float) -> torch.Tensor:
     return 1.0 + fg_weight * fg.reshape(b, t, 1, h, w).transpose(1, 2)
 
 
-def latent_weights(x: torch.Tensor, latent_shape: tuple, fg_weight: float) -> torch.Tensor:
-    """(B, 1, t, h, w) loss weights on the latent grid of video ``x`` (B, 3, T, H, W): 1 + fg_weight where any
-    pixel of the latent voxel's footprint (frame 0 alone, then groups of 4 frames; 8x8 pixels) is an object
-    or its rim (``pixel_weights``), else 1."""
-    fg = (pixel_weights(x, 1.0) - 1.0) if fg_weight > 0 else torch.zeros_like(x[:, :1])
+def latent_object_mask(x: torch.Tensor, latent_shape: tuple) -> torch.Tensor:
+    """(B, 1, t, h, w) 0/1 mask on the latent grid of video ``x`` (B, 3, T, H, W): 1 where any pixel of the
+    latent voxel's footprint (frame 0 alone, then groups of 4 frames; 8x8 pixels) is an object or its rim
+    (``pixel_weights``)."""
+    fg = pixel_weights(x, 1.0) - 1.0
     t, h, w = latent_shape[-3:]
     b, _, n, hh, ww = fg.shape
     if n != 1 + 4 * (t - 1):
         raise ValueError(f"{n} frames do not make {t} latent frames (1 + 4k frames)")
     fg = torch.cat([fg[:, :, :1], fg[:, :, 1:].reshape(b, 1, t - 1, 4, hh, ww).amax(dim=3)], dim=2)
-    fg = F.max_pool3d(fg, (1, hh // h, ww // w))
-    return 1.0 + fg_weight * fg
+    return F.max_pool3d(fg, (1, hh // h, ww // w))
+
+
+def latent_weights(x: torch.Tensor, latent_shape: tuple, fg_weight: float) -> torch.Tensor:
+    """Flow-matching loss weights on the latent grid: 1 + fg_weight under objects, 1 elsewhere."""
+    return 1.0 + fg_weight * latent_object_mask(x, latent_shape)
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -459,7 +463,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         y = vae_decode_train(vae, z)
         w = pixel_weights(x, p.vae_fg_weight)
         l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
-        mse = ((y - x).pow(2) * w).sum() / (w.sum() * 3)
+        mse = weighted_mse(y, x, w)
         kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
         loss = l1 + mse + (0.0 if decoder_only else p.vae_kl * kl)
         opt.zero_grad(set_to_none=True)
@@ -555,6 +559,22 @@ def eval_vae(vae: WanVAE, n: int, device: torch.device) -> dict:
 
 # --------------------------------------------------------------------------------------- DiT stage
 
+@torch.no_grad()
+def encode_for_dit(vae: WanVAE, x: torch.Tensor, prompt: str) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """What the DiT stages' data caches hold for one rendered clip ``x`` (1, 3, T, H, W): its normalised
+    latent (fp16), its object mask on the latent grid (uint8, for the weighted loss) and its prompt."""
+    z = vae.normalize(vae.encode(x))
+    return z[0].to("cpu", torch.float16), latent_object_mask(x, z.shape)[0].to("cpu", torch.uint8), prompt
+
+
+def ring_insert(items: list, item: Any, capacity: int, rng: np.random.Generator) -> None:
+    """Append while below ``capacity``, else replace a random entry (the caches' ring buffers)."""
+    if len(items) < capacity:
+        items.append(item)
+    else:
+        items[int(rng.integers(len(items)))] = item
+
+
 class LatentCache:
     """Per-bucket ring buffers of (normalised latent, object mask on the latent grid, prompt) from training
     clips, grown during training."""
@@ -584,14 +604,7 @@ class LatentCache:
         prompt = sample_train_prompt(rng)
         assert not is_held_out(prompt)
         x = render_clip(prompt, frames, h, w, int(rng.integers(2**31)))[None].to(device)
-        z = vae.normalize(vae.encode(x))
-        mask = latent_weights(x, z.shape, 1.0)[0].sub(1.0).to("cpu", torch.uint8)
-        item = (z[0].to("cpu", torch.float16), mask, prompt)
-        items = self.items[bucket]
-        if len(items) < self.p.cache_per_bucket:
-            items.append(item)
-        else:
-            items[int(rng.integers(len(items)))] = item
+        ring_insert(self.items[bucket], encode_for_dit(vae, x, prompt), self.p.cache_per_bucket, rng)
         self.added += 1
 
     def add_random(self, vae: WanVAE, rng: np.random.Generator, device: torch.device) -> None:
@@ -762,15 +775,9 @@ class LongClipCache:
         prompt = sample_train_prompt(rng)
         frames = self.frames_for(float(rng.choice(p.causal_seconds)))
         x = render_clip(prompt, frames, p.gen_height, p.gen_width, int(rng.integers(2**31)))[None].to(device)
-        z = vae.normalize(vae.encode(x))
-        mask = latent_weights(x, z.shape, 1.0)[0].sub(1.0).to("cpu", torch.uint8)
-        item = (z[0].to("cpu", torch.float16), mask, prompt)
-        bucket = self.items.setdefault(item[0].shape[1], [])
-        per_bucket = max(1, p.causal_cache // len(p.causal_seconds))
-        if len(bucket) < per_bucket:
-            bucket.append(item)
-        else:
-            bucket[int(rng.integers(len(bucket)))] = item
+        item = encode_for_dit(vae, x, prompt)
+        ring_insert(self.items.setdefault(item[0].shape[1], []), item,
+                    max(1, p.causal_cache // len(p.causal_seconds)), rng)
         self.added += 1
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str], list[int]]:
