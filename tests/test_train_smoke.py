@@ -139,3 +139,75 @@ def test_set_overrides_are_typed_and_recorded():
     assert script.preset_changes(p, trained) == {"dit_dim": 192, "gen_guidance": 2.0,
                                                  "dit_buckets": ((1, 64, 64, 1),), "dit_steps": 20000}
     assert script.preset_changes(full, {}) == {}
+
+
+def test_regularised_latents_pool_together_and_get_relative_noise():
+    """Run 4's VAE regularisers: scale equivariance pools latent and frames 2x in space together (frame count
+    unchanged); latent noise has the asked std relative to the latent's own per-channel std and leaves the
+    target alone; both off is the identity."""
+    script = _load_script()
+    z = torch.randn(2, 4, 3, 8, 6) * torch.tensor([1.0, 10.0, 0.1, 3.0]).view(1, 4, 1, 1, 1)
+    x = torch.rand(2, 3, 9, 64, 48)
+    rng = np.random.default_rng(0)
+    same = script.regularise_latents(z, x, script.Preset("t"), rng)
+    assert same[0] is z and same[1] is x
+    zp, xp = script.regularise_latents(z, x, script.Preset("t", vae_scale_eq=1.0), rng)
+    assert zp.shape == (2, 4, 3, 4, 3) and xp.shape == (2, 3, 9, 32, 24)
+    torch.testing.assert_close(zp[1, 2, 1, 0, 0], z[1, 2, 1, :2, :2].mean())
+    torch.testing.assert_close(xp[0, 1, 7, 3, 5], x[0, 1, 7, 6:8, 10:12].mean())
+    big = torch.randn(64, 4, 2, 8, 8) * torch.tensor([1.0, 10.0, 0.1, 3.0]).view(1, 4, 1, 1, 1)
+    zn, xn = script.regularise_latents(big, x, script.Preset("t", vae_latent_noise=0.1), rng)
+    assert xn is x
+    rel = (zn - big).transpose(0, 1).flatten(1).std(1) / big.transpose(0, 1).flatten(1).std(1)
+    torch.testing.assert_close(rel, torch.full((4,), 0.1), rtol=0.1, atol=0)
+
+
+class _PoolVAE:
+    """A stand-in VAE: encode = 8x average pooling, decode = nearest upsampling, optionally through a
+    nonlinearity on the latent (``bend``), to check what the blend test measures."""
+
+    def __init__(self, bend: bool):
+        self.bend = bend
+
+    def encode(self, x):
+        z = torch.nn.functional.avg_pool3d(x, (1, 8, 8))
+        return z.pow(3) if self.bend else z
+
+    def decode(self, z):
+        z = z.sign() * z.abs().pow(1 / 3) if self.bend else z
+        return torch.nn.functional.interpolate(z, scale_factor=(1, 8, 8), mode="nearest")
+
+
+def test_blend_psnr_separates_linear_from_bent_decoders():
+    """A decoder that is linear in the latent decodes the mean of two latents exactly as the mean of the two
+    round trips, so its blend PSNR is no worse than the round trip's; bending the latent space (same round
+    trip) costs blend PSNR: the property run 3's VAE lacked."""
+    script = _load_script()
+    lin = script.blend_psnr(_PoolVAE(False), 6, torch.device("cpu"))
+    bent = script.blend_psnr(_PoolVAE(True), 6, torch.device("cpu"))
+    assert lin["pairs"] == 6 and lin["recon_psnr"] == pytest.approx(bent["recon_psnr"], abs=0.2)
+    assert lin["blend_psnr"] >= lin["recon_psnr"] - 0.5
+    assert bent["blend_psnr"] < lin["blend_psnr"] - 1.0
+
+
+@pytest.mark.slow
+def test_probe_vae_scores_a_short_image_dit_on_a_vae(tmp_path):
+    """tools/probe_vae.py: blend test + the training script's DiT stage on images only, scored by the eval
+    script; refuses an unfinished VAE checkpoint."""
+    script = _load_script()
+    work = tmp_path / "work"
+    assert script.main(["--preset", "smoke", "--workdir", str(work), "--stage", "vae",
+                        "--set", "vae_scale_eq=0.5"]) == 0
+    tool = load_script(ROOT / "tools/probe_vae.py")
+    res = tool.probe(work / "vae.pt", tmp_path / "probe", preset="smoke", steps=3, prompts=2, pairs=2)
+    assert res["vae_changed_from_preset"] == {"vae_scale_eq": 0.5} and res["dit_steps"] == 3
+    assert res["size"] == "1x32x32" and res["prompts"] == 2 and 0.0 <= res["generated"]["adherence"] <= 1.0
+    assert res["blend"]["pairs"] == 2 and np.isfinite(res["blend"]["blend_psnr"])
+    dit = torch.load(tmp_path / "probe" / "dit.pt", weights_only=False)
+    assert dit["step"] == 3 and dit["preset"]["dit_buckets"] == ((1, 32, 32, 1),)
+    assert json.loads((tmp_path / "probe" / "probe.json").read_text())["dit_steps"] == 3
+    state = torch.load(work / "vae.pt", weights_only=False)
+    state["done"] = False
+    torch.save(state, tmp_path / "unfinished.pt")
+    with pytest.raises(SystemExit, match="not a finished VAE"):
+        tool.probe(tmp_path / "unfinished.pt", tmp_path / "p2", preset="smoke", steps=1)

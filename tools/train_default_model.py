@@ -51,7 +51,8 @@ from tqdm.auto import tqdm
 from vidrt.models.dit import DiTConfig, WanDiT
 from vidrt.models.text import build_word_tokenizer, clean_prompt
 from vidrt.models.vae import LatentDistribution, TemporalCache, VAEConfig, WanVAE
-from vidrt.world.grammar import held_out_prompts, is_held_out, sample_train_prompt, vocabulary
+from vidrt.errors import PromptError
+from vidrt.world.grammar import held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
 from vidrt.world.render import render
 
 logger = logging.getLogger("train_default_model")
@@ -75,6 +76,16 @@ class Preset:
     vae_steps: int = 12000
     vae_lr: float = 4e-4     # with the identity-block init and object-weighted loss; 1e-4 was 5 dB behind at 12 min
     vae_kl: float = 1e-4
+    # run 4, after run 3 found the latent space far from linear (docs/default_model.md): two regularisers that
+    # make a latent easier for a diffusion model ("diffusability"), both off in runs <= 3.
+    # Gaussian noise on the decoded latent, std vae_latent_noise x the batch's per-channel latent std: nearby
+    # latents must decode to nearby frames (a VAE with a fixed relative posterior width; relative so that
+    # scaling the latent up cannot escape it)
+    vae_latent_noise: float = 0.0
+    # scale equivariance (EQ-VAE, Kouzelis et al. 2025): on this share of steps the decoder gets the latent
+    # average-pooled 2x in space and must decode the frames average-pooled 2x: the latent's low frequencies
+    # alone must describe the picture, so it carries less high-frequency detail a DiT has to model
+    vae_scale_eq: float = 0.0
     # objects cover ~5-10% of a frame: with a plain mean loss the VAE learns the background and leaves objects
     # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
     vae_fg_weight: float = 10.0
@@ -460,6 +471,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         z = dist.mean
         if phase == "decoder_smooth":
             z, x = blend_latents(z, x, p, rng, stats)
+        z, x = regularise_latents(z, x, p, rng)
         y = vae_decode_train(vae, z)
         w = pixel_weights(x, p.vae_fg_weight)
         l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
@@ -516,6 +528,23 @@ def blend_latents(z: torch.Tensor, x: torch.Tensor, p: Preset, rng: np.random.Ge
     return z + sigma.view(b, 1, 1, 1, 1) * std * torch.randn_like(z), x
 
 
+def regularise_latents(z: torch.Tensor, x: torch.Tensor, p: Preset,
+                       rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (latent, target) pair the decoder trains on under ``vae_scale_eq`` and ``vae_latent_noise``:
+    sometimes both pooled 2x in space (scale equivariance), then latent noise relative to the batch's
+    per-channel latent std (detached, so the encoder cannot outgrow it)."""
+    if p.vae_scale_eq > 0 and min(z.shape[-2:]) >= 2 and rng.random() < p.vae_scale_eq:
+        b, c, t, h, w = z.shape
+        z = F.avg_pool2d(z.transpose(1, 2).reshape(b * t, c, h, w), 2).reshape(b, t, c, h // 2, w // 2).transpose(1, 2)
+        _, cx, tx, hx, wx = x.shape
+        x = F.avg_pool2d(x.transpose(1, 2).reshape(b * tx, cx, hx, wx), 2)
+        x = x.reshape(b, tx, cx, hx // 2, wx // 2).transpose(1, 2)
+    if p.vae_latent_noise > 0:
+        std = z.detach().transpose(0, 1).flatten(1).std(dim=1).view(1, -1, 1, 1, 1)
+        z = z + p.vae_latent_noise * std * torch.randn_like(z)
+    return z, x
+
+
 def train_decoder(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
     """The decoder fine-tune phases in order (each resumes, or returns at once when done)."""
     vae = train_vae(p, ck, seed, device, max_minutes, phase="decoder")
@@ -555,6 +584,31 @@ def eval_vae(vae: WanVAE, n: int, device: torch.device) -> dict:
         out[f"{frames}x{h}x{w}"] = float(np.mean(vals))
     out["mean"] = float(np.mean(list(out.values())))
     return out
+
+
+@torch.no_grad()
+def blend_psnr(vae: WanVAE, n: int, device: torch.device, seed: int = 3) -> dict:
+    """How linear the decoder is around real latents: PSNR of decode((z_a + z_b) / 2) against
+    (x_a + x_b) / 2 for ``n`` pairs of 64x64 training images on one background (recon: the pairs' own
+    round trip, the ceiling). Run 3's VAE decoded the mean of two red-circle latents as two *yellow* circles:
+    diffusion samplers move along such blends (docs/default_model.md)."""
+    rng = np.random.default_rng(seed)
+    size = 64 if n >= 4 else 32
+    blend, recon = [], []
+    for _ in range(n):
+        bg = str(rng.choice(["gray", "black", "white"]))
+        xs = []
+        for _ in range(2):
+            prompt = sample_train_prompt(rng)
+            try:
+                prompt = dataclasses.replace(parse(prompt), background=bg, background_given=True).prompt()
+            except PromptError:  # an object the colour of the background: keep the prompt's own background
+                pass
+            xs.append(render_clip(prompt, 1, size, size, int(rng.integers(2**31)))[None].to(device))
+        za, zb = (vae.encode(x) for x in xs)
+        blend.append(psnr((xs[0] + xs[1]) / 2, vae.decode((za + zb) / 2)))
+        recon.append(np.mean([psnr(x, vae.decode(z)) for x, z in zip(xs, (za, zb))]))
+    return {"blend_psnr": float(np.mean(blend)), "recon_psnr": float(np.mean(recon)), "pairs": n}
 
 
 # --------------------------------------------------------------------------------------- DiT stage
@@ -1045,7 +1099,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     times["vae_s"] = time.time() - t0
     summary: dict[str, Any] = {"preset": p.name, "seed": args.seed}
     summary["vae_psnr"] = eval_vae(vae, p.eval_vae_prompts, device)
-    logger.info("VAE held-out PSNR: %s", summary["vae_psnr"])
+    summary["vae_blend"] = blend_psnr(vae, p.eval_vae_prompts, device)
+    logger.info("VAE held-out PSNR: %s; blends: %s", summary["vae_psnr"], summary["vae_blend"])
     if args.stage == "vae":
         return 0
     t0 = time.time()
