@@ -80,6 +80,7 @@ class Pipeline:
         self.vae_scale_temporal = vae_scale_temporal
         self.vae_scale_spatial = vae_scale_spatial
         self.batch_cfg = True  # cond + uncond in one DiT call
+        self.cost_load_check = True  # latency targets: rescale the cached cost model to the machine's load now
         self.teacache_coefficients: tuple[float, ...] = (1.0, 0.0)  # fitted by `vidrt calibrate`
         transformer.set_attention_backend(attention)
 
@@ -354,9 +355,12 @@ class Pipeline:
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
-        from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for
+        from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, rescaled_for_load
 
-        return choose_plan(latency_target, calibrate_cost(self), knobs_for(self, default_steps),
+        cost = calibrate_cost(self)
+        if self.cost_load_check:  # a cached cost model goes stale on a shared machine
+            cost = rescaled_for_load(self, cost)
+        return choose_plan(latency_target, cost, knobs_for(self, default_steps),
                            tokens=_tokens(shape, self.transformer.config.patch_size), batch=shape[0],
                            voxels=shape[2] * shape[3] * shape[4], cfg=cfg)
 

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ class CostModel:
     dit: tuple[float, float, float]
     vae: tuple[float, float]
     step_s: float = 0.0
+    load_factor: float = 1.0   # how much slower the machine ran than at calibration (``rescaled_for_load``)
 
     def dit_call(self, tokens: int, batch: int) -> float:
         a, b, c = self.dit
@@ -54,6 +55,12 @@ class CostModel:
     @classmethod
     def from_json(cls, d: dict) -> "CostModel":
         return cls(d["key"], d["text_s"], tuple(d["dit"]), tuple(d["vae"]), float(d.get("step_s", 0.0)))
+
+    def scaled(self, factor: float) -> "CostModel":
+        """Every term ``factor`` times slower (a machine under another load runs every stage slower alike)."""
+        return dataclasses.replace(self, text_s=self.text_s * factor, dit=tuple(v * factor for v in self.dit),
+                                   vae=tuple(v * factor for v in self.vae), step_s=self.step_s * factor,
+                                   load_factor=self.load_factor * factor)
 
 
 def cost_key(pipe) -> dict:
@@ -81,6 +88,38 @@ def _timed(fn, repeats: int = 2) -> float:
     return best
 
 
+def _dit_call_timer(pipe) -> Callable[[tuple[int, int, int], int], float]:
+    """Seconds of one DiT call on a (t, h, w) token grid at batch 1 or 2 (cond + uncond), best of two."""
+    dit = pipe.transformer
+    pt, ph, pw = dit.config.patch_size
+    kv = dit.prepare_context(pipe.encode_prompts(["a red circle moves right", ""], 32))
+
+    def time_call(grid: tuple[int, int, int], batch: int) -> float:
+        t, h, w = grid
+        z = torch.randn(batch, dit.config.in_channels, t * pt, h * ph, w * pw, device=pipe.device, dtype=pipe.dtype)
+        kvb = kv[:] if batch == 2 else [(k[:1], v[:1]) for k, v in kv]
+        ts = torch.full((batch,), 500.0, device=pipe.device)
+        return _timed(lambda: dit(z, ts, context_kv=kvb))
+
+    return time_call
+
+
+LOAD_TOLERANCE = 0.1   # rescale the cost model when the machine runs more than 10 % off its calibration
+
+
+@torch.no_grad()
+def rescaled_for_load(pipe, cost: CostModel, grid: tuple[int, int, int] = (3, 6, 6)) -> CostModel:
+    """``cost`` scaled to how fast this machine runs *now*: one DiT call (batch 2, a small grid) timed against
+    its prediction. On a shared CPU a cost model measured ten minutes earlier missed latency targets by
+    16-45 % (0 of 5 within 15 %); the check costs three small DiT calls."""
+    t, h, w = grid
+    factor = _dit_call_timer(pipe)(grid, 2) / cost.dit_call(t * h * w, 2)
+    if abs(factor - 1.0) <= LOAD_TOLERANCE:
+        return cost
+    logger.info("machine runs %.2fx the calibrated time now: cost model rescaled", factor)
+    return cost.scaled(factor)
+
+
 @torch.no_grad()
 def calibrate_cost(pipe, *, refresh: bool = False, grids: Sequence[tuple[int, int, int]] = ((1, 4, 4), (3, 6, 6), (5, 8, 8))
                    ) -> CostModel:
@@ -91,18 +130,13 @@ def calibrate_cost(pipe, *, refresh: bool = False, grids: Sequence[tuple[int, in
         return CostModel.from_json(json.loads(path.read_text()))
     dit = pipe.transformer
     pt, ph, pw = dit.config.patch_size
-    ctx = pipe.encode_prompts(["a red circle moves right", ""], 32)
     text_s = _timed(lambda: pipe.encode_prompts(["a red circle moves right", ""]))
-    kv = dit.prepare_context(ctx)
+    time_call = _dit_call_timer(pipe)
     rows, ys = [], []
     for (t, h, w) in grids:
-        z = torch.randn(1, dit.config.in_channels, t * pt, h * ph, w * pw, device=pipe.device, dtype=pipe.dtype)
         n = t * h * w
         for b in (1, 2):
-            kvb = kv[:] if b == 2 else [(k[:1], v[:1]) for k, v in kv]
-            zz = z.expand(b, -1, -1, -1, -1).contiguous()
-            ts = torch.full((b,), 500.0, device=pipe.device)
-            ys.append(_timed(lambda: dit(zz, ts, context_kv=kvb)))
+            ys.append(time_call((t, h, w), b))
             rows.append([1.0, n * b, n * n * b])
     coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)
     vx, vy = [], []
@@ -189,11 +223,12 @@ class Schedule:
     target_s: float
     alternatives: int
     decode_s: float = 0.0  # predicted VAE time (outside the loop)
+    load_factor: float = 1.0  # the cost model's rescale for the machine's load at planning time
     replans: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {"plan": dataclasses.asdict(self.plan), "label": self.plan.label(), "predicted_s": self.predicted_s,
-                "target_s": self.target_s, "replans": self.replans}
+                "target_s": self.target_s, "load_factor": round(self.load_factor, 3), "replans": self.replans}
 
 
 ADHERENCE_TOLERANCE = 0.05
@@ -252,7 +287,7 @@ def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, toke
                            f"({fastest[1].label()}) is predicted at {fastest[0]:.2f}s on {cost.key['device']}; "
                            f"raise the target, lower the resolution or frame count, or use a faster precision/backend")
     _, t, plan = max(scored, key=lambda s: (s[0], -s[1]))
-    return Schedule(plan, t, target_s, len(scored), decode_s=cost.vae_decode(voxels))
+    return Schedule(plan, t, target_s, len(scored), decode_s=cost.vae_decode(voxels), load_factor=cost.load_factor)
 
 
 class Controller:

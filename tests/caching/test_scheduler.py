@@ -109,3 +109,32 @@ def test_pipeline_latency_target_and_deadline(tiny_wan, tmp_path, monkeypatch):
     st = v.stats["stopped"]
     assert st["reason"] == "deadline" and 1 <= st["completed_steps"] < 20
     assert v.frames.shape == (5, 32, 32, 3)
+
+
+def test_cost_model_is_rescaled_when_the_machine_slows_down(tiny_wan, tmp_path, monkeypatch):
+    """A cached cost model from a less loaded moment: the DiT call timed now against its prediction rescales
+    every term (and the plan records the factor); within 10 % the model is kept as is."""
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))
+    from vidrt.caching import scheduler
+    from vidrt.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(tiny_wan)
+    cost = scheduler.calibrate_cost(pipe)
+    fast = cost.scaled(0.25)  # "calibrated" while the machine was 4x faster than now
+    assert fast.load_factor == 0.25 and fast.dit_call(100, 2) == pytest.approx(0.25 * cost.dit_call(100, 2))
+    timer = scheduler._dit_call_timer
+    monkeypatch.setattr(scheduler, "_dit_call_timer",
+                        lambda p: (lambda grid, b: fast.dit_call(grid[0] * grid[1] * grid[2], b) * 4.0))
+    back = scheduler.rescaled_for_load(pipe, fast)
+    assert back.load_factor == pytest.approx(1.0)
+    for a, b in zip((back.text_s, *back.dit, *back.vae, back.step_s), (cost.text_s, *cost.dit, *cost.vae, cost.step_s)):
+        assert a == pytest.approx(b)
+    monkeypatch.setattr(scheduler, "_dit_call_timer",
+                        lambda p: (lambda grid, b: cost.dit_call(grid[0] * grid[1] * grid[2], b) * 1.05))
+    assert scheduler.rescaled_for_load(pipe, cost) is cost
+    monkeypatch.setattr(scheduler, "_dit_call_timer", timer)
+    # the real timer on this model: a positive time, and the pipeline's plan records the factor it used
+    assert timer(pipe)((1, 2, 2), 2) > 0
+    v = pipe("a red circle", latency_target=60.0, height=32, width=32, num_frames=5, steps=4, progress=False,
+             max_sequence_length=16)
+    assert v.stats["schedule"]["load_factor"] > 0
