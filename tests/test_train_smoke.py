@@ -160,6 +160,11 @@ def test_regularised_latents_pool_together_and_get_relative_noise():
     assert xn is x
     rel = (zn - big).transpose(0, 1).flatten(1).std(1) / big.transpose(0, 1).flatten(1).std(1)
     torch.testing.assert_close(rel, torch.full((4,), 0.1), rtol=0.1, atol=0)
+    # ramped in: half strength halfway through the ramp, none at step 0
+    zh, _ = script.regularise_latents(big, x, script.Preset("t", vae_latent_noise=0.1), rng, noise_scale=0.5)
+    rel = (zh - big).transpose(0, 1).flatten(1).std(1) / big.transpose(0, 1).flatten(1).std(1)
+    torch.testing.assert_close(rel, torch.full((4,), 0.05), rtol=0.1, atol=0)
+    assert script.regularise_latents(big, x, script.Preset("t", vae_latent_noise=0.1), rng, noise_scale=0.0)[0] is big
 
 
 class _PoolVAE:
