@@ -176,6 +176,32 @@ def _dit_s(parts) -> float:
 CHILDREN = {"stream": child_stream, "compare": child_compare}
 
 
+def drift_table(model: str, prompts: list[str], seconds: float, noises: list[float], gen: dict) -> list[dict]:
+    """Adherence per 5 s window of single-prompt streams, averaged over ``prompts``, for each context-noise
+    level (the sigma at which a finished chunk's keys/values are written). One seed per prompt, the same for
+    every level: the levels differ only in what the past looks like to later chunks."""
+    from vidrt.pipeline import Pipeline
+    from vidrt.world import score
+
+    pipe = Pipeline.from_pretrained(model)
+    fps = pipe.defaults.fps
+    win = int(round(5 * fps))
+    rows = []
+    for noise in noises:
+        per = []
+        for i, prompt in enumerate(prompts):
+            frames = np.concatenate([p.frames for p in pipe.stream(prompt, seconds=seconds, context_noise=noise,
+                                                                   **{**gen, "seed": i})])
+            per.append([score(frames[s:s + win], prompt, fps).adherence
+                        for s in range(0, frames.shape[0] - win + 1, win)])
+        per_arr = np.asarray(per)
+        rows.append({"context_noise": noise, "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
+                     "first_window": float(per_arr[:, 0].mean()), "last_window": float(per_arr[:, -1].mean()),
+                     "mean": float(per_arr.mean())})
+        print(f"context noise {noise:g}: per 5 s {rows[-1]['adherence_per_5s']}", flush=True)
+    return rows
+
+
 def _spawn(kind: str, spec: dict) -> dict:
     with tempfile.NamedTemporaryFile("r", suffix=".json", delete=False) as f:
         out = f.name
@@ -253,6 +279,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--score", action="store_true", help="score world adherence even if not the embedded model")
     ap.add_argument("--name", default=None)
+    ap.add_argument("--drift", type=int, default=0, metavar="N",
+                    help="only the drift table: N held-out prompts streamed for --seconds at each --context-noise")
+    ap.add_argument("--context-noise", default="0,0.1,0.2", help="--drift: comma list of context-noise sigmas")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -295,6 +324,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{model} is not causal (num_frame_per_block=0); this benchmark measures the KV-cached path",
               file=sys.stderr)
         return 2
+    if args.drift:
+        import torch
+
+        from vidrt.world.grammar import held_out_prompts
+
+        torch.set_num_threads(args.threads)
+        pool = held_out_prompts()
+        prompts = [pool[i] for i in np.linspace(0, len(pool) - 1, args.drift).round().astype(int)]
+        gen = dict(height=args.height, width=args.width, steps=args.steps, guidance=args.guidance,
+                   max_sequence_length=32)
+        rows = drift_table(str(model), prompts, args.seconds, [float(v) for v in args.context_noise.split(",")], gen)
+        name = args.name or "longclip_drift"
+        res = {"name": name, "model_label": label, "weights": weights, "seconds": args.seconds, "prompts": prompts,
+               "steps": args.steps, "guidance": args.guidance, "threads": args.threads, "rows": rows,
+               "loadavg": [round(x, 2) for x in os.getloadavg()]}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{name}.json").write_text(json.dumps(res, indent=2))
+        lines = [f"# Adherence over time vs context noise ({label})", "",
+                 f"{len(prompts)} held-out prompts, one {args.seconds:g} s stream each (seed = prompt index), "
+                 f"{args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}; adherence of each 5 s "
+                 "window averaged over the prompts. Context noise = the sigma at which a finished chunk's keys/values "
+                 "are written (`pipe.stream(..., context_noise=)`).", "",
+                 "| context noise | first 5 s | last 5 s | mean | per 5 s window |", "|---|---|---|---|---|"]
+        lines += [f"| {r['context_noise']:g} | {r['first_window']:.3f} | {r['last_window']:.3f} | {r['mean']:.3f} | "
+                  f"{', '.join(f'{v:.2f}' for v in r['adherence_per_5s'])} |" for r in rows]
+        (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return 0
     spec = dict(model=str(model), height=args.height, width=args.width, steps=args.steps, guidance=args.guidance,
                 threads=args.threads, max_sequence_length=32, score=bool(args.score or embedded), tmp=str(tmp))
     name = args.name or ("longclip_tiny_random" if args.random else "longclip")
