@@ -80,13 +80,15 @@ class Preset:
     # make a latent easier for a diffusion model ("diffusability"), both off in runs <= 3.
     # Gaussian noise on the decoded latent, std vae_latent_noise x the batch's per-channel latent std: nearby
     # latents must decode to nearby frames (a VAE with a fixed relative posterior width; relative so that
-    # scaling the latent up cannot escape it). Ramped in over the first vae_noise_ramp of the steps: at full
-    # strength from step 0 (0.1) training stalled at ~8 dB for 2 000 steps (the plain VAE: 12 dB)
+    # scaling the latent up cannot escape it), ramped in over the first vae_noise_ramp of the steps. Measured
+    # (run 4, with vae_scale_eq 0.3): 0.1 from step 0 and 0.1 ramped both stalled at ~7.5-8 dB for 2 000+ steps
+    # (the same run without noise: 12-13 dB; the plain VAE 12 dB), so it stays off
     vae_latent_noise: float = 0.0
     vae_noise_ramp: float = 0.3
     # scale equivariance (EQ-VAE, Kouzelis et al. 2025): on this share of steps the decoder gets the latent
     # average-pooled 2x in space and must decode the frames average-pooled 2x: the latent's low frequencies
-    # alone must describe the picture, so it carries less high-frequency detail a DiT has to model
+    # alone must describe the picture, so it carries less high-frequency detail a DiT has to model. Both
+    # regularisers act in the VAE stage only: the decoder phases (encoder frozen) cannot change the latent
     vae_scale_eq: float = 0.0
     # objects cover ~5-10% of a frame: with a plain mean loss the VAE learns the background and leaves objects
     # as blurs for thousands of steps; pixels of (and next to) objects weigh 1 + vae_fg_weight
@@ -473,7 +475,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         z = dist.mean
         if phase == "decoder_smooth":
             z, x = blend_latents(z, x, p, rng, stats)
-        z, x = regularise_latents(z, x, p, rng, noise_scale=min(1.0, step / max(1.0, p.vae_noise_ramp * total)))
+        if not decoder_only:
+            z, x = regularise_latents(z, x, p, rng, noise_scale=min(1.0, step / max(1.0, p.vae_noise_ramp * total)))
         y = vae_decode_train(vae, z)
         w = pixel_weights(x, p.vae_fg_weight)
         l1 = ((y - x).abs() * w).sum() / (w.sum() * 3)
