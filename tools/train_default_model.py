@@ -129,7 +129,8 @@ class Preset:
     max_text_len: int = 32
     dit_steps: int = 14000               # run 3 (run 2: 10 000)
     dit_lr: float = 3e-4
-    dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (max 32)
+    dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (at most dit_max_batch)
+    dit_max_batch: int = 32
     cfg_dropout: float = 0.1
     ema_decay: float = 0.998
     # the same lesson as the VAE's: objects are ~25 % of the latent grid; with a plain mean loss the DiT (run 2)
@@ -678,7 +679,7 @@ class LatentCache:
         """(latents, loss weights (B, 1, t, h, w), prompts) of one bucket."""
         bucket = self.buckets[int(rng.choice(len(self.buckets), p=self.weights))]
         items = self.items[bucket]
-        bs = max(1, min(32, self.p.dit_tokens_per_batch // self.tokens(bucket)))
+        bs = max(1, min(self.p.dit_max_batch, self.p.dit_tokens_per_batch // self.tokens(bucket)))
         idx = rng.integers(len(items), size=bs)
         weight = 1.0 + self.p.dit_fg_weight * torch.stack([items[i][1] for i in idx]).float()
         return torch.stack([items[i][0] for i in idx]).float(), weight, [items[i][2] for i in idx]
