@@ -36,7 +36,7 @@ from vidrt.world.score import score
 
 logger = logging.getLogger("eval_default_model")
 RESULTS = Path(__file__).resolve().parent / "results"
-CRITERIA = ("adherence", "presence", "shape", "motion", "background", "temporal")
+CRITERIA = ("adherence", "presence", "shape", "motion", "background", "temporal", "clean")
 # (frames, height, width, share of the prompts): the main configuration first, then images, non-square
 # sizes and a 17-frame clip on an evenly spaced subset of the prompts.
 CONFIGS = ((33, 64, 64, 1.0), (1, 64, 64, 1.0), (33, 96, 64, 1 / 3), (33, 64, 96, 1 / 3), (17, 64, 128, 1 / 3),
@@ -163,8 +163,8 @@ def markdown(result: dict) -> str:
              f"precision {s['precision']}, attention {s['attention']}, seed per prompt 10000 + index  ",
              f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)", "",
              "| size (frames x H x W) | prompts | s / clip | adherence | presence | shape | motion | background "
-             "| temporal | truth adherence | truth through the VAE | mismatched-truth adherence |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| temporal | clean | truth adherence | truth through the VAE | mismatched-truth adherence |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in result["configs"]:
         g = c["generated"]
         lines.append(f"| {c['size']} | {c['prompts']} | {c['seconds_per_clip']:.2f} | **{_fmt(g['adherence'])}** | "

@@ -23,6 +23,11 @@ Criteria, each in [0, 1] (None when it does not apply):
               consecutive frames), 1 up to a 2 % rate, 0 from a 20 % rate; mean over objects, times
               the same measure of background-colour changes
 - continuity: (shot lists) a referenced object starts its shot where, and as large as, it ended before
+- clean:      nothing the prompt did not ask for: per frame, the area of object-coloured components beyond
+              the asked objects (every colour's components, less the largest one per asked object of that
+              colour), 1 up to 0.5 % of the frame, 0 from 6 % (one extra object of the usual size: ~3 %,
+              about 0.5); mean over frames. Without it a frame splattered with blobs of every colour scored
+              full presence whenever one blob had the asked colour.
 adherence = geometric mean of the criteria that apply, each floored at 0.05 (a single failed
 criterion caps adherence at about 0.55, two at about 0.3).
 """
@@ -45,6 +50,7 @@ __all__ = ["Score", "ObjectScore", "score", "WORK_SIZE"]
 WORK_SIZE = 64
 _FLOOR = 0.05
 _GLITCHES_OK, _GLITCHES_ZERO = 0.02, 0.2   # temporal: bad-transition rate scoring 1 / 0
+_CLUTTER_OK, _CLUTTER_ZERO = 0.005, 0.06    # clean: share of the frame covered by unasked objects scoring 1 / 0
 _RATIO, _ABS = 0.8, 110.0
 _PALETTE_NAMES = list(COLORS) + [b for b in BACKGROUNDS if b not in COLORS]
 _PALETTE = np.array([COLORS.get(n, BACKGROUNDS.get(n)) for n in _PALETTE_NAMES], dtype=np.float32)
@@ -82,12 +88,13 @@ class Score:
     motion: Optional[float] = None
     temporal: Optional[float] = None
     continuity: Optional[float] = None
+    clean: Optional[float] = None
     objects: list[ObjectScore] = field(default_factory=list)
     shots: list["Score"] = field(default_factory=list)
 
     @property
     def criteria(self) -> dict[str, float]:
-        names = ("presence", "shape", "motion", "background", "temporal", "continuity")
+        names = ("presence", "shape", "motion", "background", "temporal", "continuity", "clean")
         return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
 
     def as_dict(self) -> dict:
@@ -216,19 +223,38 @@ class _Analysis:
         names = list(BACKGROUNDS)
         return [names[int(c.argmax())] if c.max() > 0 else None for c in counts]
 
+    def _big(self, color: str, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Component labels of `color` in `frame`, and the ids and areas of those >= min_area, largest first."""
+        if color not in self._cc:
+            self._cc[color] = _components(self.labels == _PALETTE_NAMES.index(color))
+        lab = self._cc[color][frame]
+        ids, areas = np.unique(lab[lab > 0], return_counts=True)
+        big = areas >= self.min_area
+        order = np.argsort(-areas[big], kind="stable")
+        return lab, ids[big][order], areas[big][order]
+
     def blobs(self, color: str, frame: int, count: int) -> list[_Blob]:
         """The `count` largest components of `color` in `frame` (area >= min_area)."""
         ci = _PALETTE_NAMES.index(color)
-        if color not in self._cc:
-            self._cc[color] = _components(self.labels == ci)
-        lab = self._cc[color][frame]
-        ids, areas = np.unique(lab[lab > 0], return_counts=True)
-        keep = ids[areas >= self.min_area][np.argsort(-areas[areas >= self.min_area], kind="stable")][:count]
+        lab, ids, _ = self._big(color, frame)
+        keep = ids[:count]
         out = []
         for i in keep:
             ys, xs = np.nonzero(lab == i)
             out.append(_blob(self.x[frame], self.labels[frame], ys, xs, ci, self.min_shape_area))
         return out
+
+
+    def clutter(self, frame: int, asked: dict[str, int], background: Optional[str]) -> float:
+        """Share of `frame` covered by object-coloured components (>= min_area) beyond the largest
+        ``asked[colour]`` of each colour; the frame's background colour does not count."""
+        area = 0
+        for color in COLORS:
+            if color == background:
+                continue
+            _, _, areas = self._big(color, frame)
+            area += int(areas[asked.get(color, 0):].sum())
+        return area / float(self.h * self.w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,9 +395,13 @@ def _score_shot(an: _Analysis, scene: Scene, background: str, frames: range, fps
                                    seen_motion, fits))
     bgs = [bg_seen[f] for f in frames]
     bg_score = sum(b == background for b in bgs) / n
+    asked: dict[str, int] = {}
+    for o in scene.objects:
+        asked[o.color] = asked.get(o.color, 0) + 1
+    clean = np.mean([1.0 - _ramp(an.clutter(f, asked, bg_seen[f]), _CLUTTER_OK, _CLUTTER_ZERO) for f in frames])
     crit = {"presence": float(np.mean([o.presence for o in objects])),
             "shape": float(np.mean([o.shape for o in objects])),
-            "background": float(bg_score)}
+            "background": float(bg_score), "clean": float(clean)}
     if n > 1:
         crit["motion"] = float(np.mean([o.motion for o in objects]))
         object_parts = [o.temporal for o in objects if o.temporal is not None]
@@ -434,7 +464,7 @@ def score(frames, prompt: Union[str, Scene, Sequence[Union[str, Scene, Shot]]], 
         t0 += n
     crit: dict[str, float] = {}
     weights = np.array(shot_frames, dtype=np.float64)
-    for name in ("presence", "shape", "background", "motion", "temporal"):
+    for name in ("presence", "shape", "background", "motion", "temporal", "clean"):
         vals = [(getattr(s, name), wt) for s, wt in zip(per_shot, weights) if getattr(s, name) is not None]
         if vals:
             crit[name] = float(sum(v * wt for v, wt in vals) / sum(wt for _, wt in vals))

@@ -100,7 +100,19 @@ def test_each_criterion_reacts_to_its_own_defect():
     f = render(p, 64, 64, 17, seed=0)
     base = score(f, p)
     assert base.adherence == pytest.approx(1.0) and base.criteria == {
-        "presence": 1.0, "shape": 1.0, "motion": 1.0, "background": 1.0, "temporal": 1.0}
+        "presence": 1.0, "shape": 1.0, "motion": 1.0, "background": 1.0, "temporal": 1.0, "clean": 1.0}
+    # an object the prompt did not ask for: clean drops to about a half, the asked objects still score 1
+    extra = score(render(p + " and a blue triangle bounces", 64, 64, 17, seed=0), p)
+    assert 0.3 < extra.clean < 0.6 and extra.presence == 1.0 and extra.motion == 1.0
+    # blobs of every colour splattered over the frame (what an undertrained model draws): the asked objects
+    # are still found, but clean is 0 and adherence falls
+    splat, rng = f.copy(), np.random.default_rng(0)
+    palette = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (255, 255, 0), (255, 128, 0), (160, 0, 200), (0, 220, 220)]
+    for k in range(14):
+        y, x = rng.integers(0, 58, 2)
+        splat[:, y:y + 5, x:x + 5] = palette[k % len(palette)]
+    splatted = score(splat, p)
+    assert splatted.clean == 0.0 and splatted.presence == 1.0 and splatted.adherence < 0.6
     wrong_motion = score(f, "a red circle moves left and a yellow square stays still")
     assert wrong_motion.motion == pytest.approx(0.5) and wrong_motion.presence == 1.0
     wrong_shape = score(f, "a red triangle moves right and a yellow square stays still")
@@ -119,7 +131,7 @@ def test_each_criterion_reacts_to_its_own_defect():
     h[::2][(h[::2] == 0).all(-1)] = 128
     assert score(h, p).temporal == 0.0
     for s in (wrong_motion, wrong_shape, wrong_color, wrong_bg, gap):
-        assert s.adherence < 0.9    # one of two objects wrong in one criterion: 0.5 ** (1/5) = 0.87
+        assert s.adherence < 0.9    # one of two objects wrong in one criterion: 0.5 ** (1/6) = 0.89
 
 
 def test_shot_lists_score_continuity():
