@@ -9,8 +9,8 @@ linear around real latents. The probe reports, for one VAE checkpoint of ``tools
 - ``dit``: the training script's own DiT stage, shortened to ``--steps`` on 1-frame images only, exported and
   scored by ``benchmarks/eval_default_model.py`` on held-out images (adherence, presence, shape).
 
-Run 3's image ablation (2 000 steps, object weight 12) scored adherence 0.47 / 0.52 (training / held-out
-prompts, guidance 1) on the shipped VAE: the probe's numbers compare across VAEs at equal steps only.
+The shipped VAE (runs/run3a/vae.pt, before its decoder fine-tunes) probes at adherence 0.31 (presence 0.57, shape
+0.15, clean 0.22; blend 19.3 dB vs round trip 29.0 dB) with the defaults; compare VAEs at equal settings only.
 
     python tools/probe_vae.py runs/run4a/vae.pt --threads 1            # -> runs/probe/run4a/probe.json
 """
