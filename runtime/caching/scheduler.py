@@ -78,12 +78,19 @@ def _key_file(key: dict) -> Path:
     return cache_dir() / "cost" / f"{digest}.json"
 
 
+def _sync() -> None:
+    if torch.cuda.is_available():  # kernels are asynchronous: time them finished
+        torch.cuda.synchronize()
+
+
 def _timed(fn, repeats: int = 2) -> float:
     fn()  # warm-up
     best = float("inf")
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         best = min(best, time.perf_counter() - t0)
     return best
 
