@@ -17,6 +17,7 @@ The shipped VAE (runs/run3a/vae.pt, before its decoder fine-tunes) probes at adh
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -56,7 +57,7 @@ def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2
     torch.set_num_threads(threads)
     vae = T.make_vae(p)
     vae.load_state_dict(state["model"])
-    vae.config = T.dataclasses.replace(vae.config, **state["latent_stats"])
+    vae.config = dataclasses.replace(vae.config, **state["latent_stats"])
     blend = T.blend_psnr(vae.eval(), pairs, torch.device("cpu"))
     logger.info("blend test: %s", blend)
 

@@ -217,6 +217,7 @@ class _Analysis:
         self.min_area = max(4.0, 0.3 * math.pi * (0.05 * self.m) ** 2)
         self.min_shape_area = max(12.0, 0.6 * math.pi * (0.05 * self.m) ** 2)
         self._cc: dict[str, np.ndarray] = {}
+        self._big_memo: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def background(self) -> list[Optional[str]]:
         counts = np.stack([(self.labels == i).sum(axis=(1, 2)) for i in _BG_INDEX], axis=1)
@@ -224,14 +225,18 @@ class _Analysis:
         return [names[int(c.argmax())] if c.max() > 0 else None for c in counts]
 
     def _big(self, color: str, frame: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Component labels of `color` in `frame`, and the ids and areas of those >= min_area, largest first."""
-        if color not in self._cc:
-            self._cc[color] = _components(self.labels == _PALETTE_NAMES.index(color))
-        lab = self._cc[color][frame]
-        ids, areas = np.unique(lab[lab > 0], return_counts=True)
-        big = areas >= self.min_area
-        order = np.argsort(-areas[big], kind="stable")
-        return lab, ids[big][order], areas[big][order]
+        """Component labels of `color` in `frame`, and the ids and areas of those >= min_area, largest first
+        (memoised: the tracks and the clean criterion both ask)."""
+        key = (color, frame)
+        if key not in self._big_memo:
+            if color not in self._cc:
+                self._cc[color] = _components(self.labels == _PALETTE_NAMES.index(color))
+            lab = self._cc[color][frame]
+            ids, areas = np.unique(lab[lab > 0], return_counts=True)
+            big = areas >= self.min_area
+            order = np.argsort(-areas[big], kind="stable")
+            self._big_memo[key] = (lab, ids[big][order], areas[big][order])
+        return self._big_memo[key]
 
     def blobs(self, color: str, frame: int, count: int) -> list[_Blob]:
         """The `count` largest components of `color` in `frame` (area >= min_area)."""
