@@ -36,8 +36,14 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     vae_cfg = json.loads((out / "vae/config.json").read_text())
     assert len(vae_cfg["latents_std"]) == vae_cfg["z_dim"] and vae_cfg["latents_std"] != [1.0] * vae_cfg["z_dim"]
 
+    # the long-window phase trains the encoder too (new latents, new statistics, written to the export)
+    first_s, vae_s, dec_s = (torch.load(work / n, weights_only=False)
+                             for n in ("vae.pt", "vae_temporal.pt", "vae_decoder.pt"))
+    assert vae_s["step"] == 2 and vae_s["done"]
+    assert not torch.equal(first_s["model"]["encoder.conv_in.weight"], vae_s["model"]["encoder.conv_in.weight"])
+    assert vae_s["latent_stats"] != first_s["latent_stats"]
+    assert vae_cfg["latents_std"] == pytest.approx(list(vae_s["latent_stats"]["latents_std"]))
     # the decoder fine-tune: encoder (so every latent the DiT saw) unchanged, decoder trained further
-    vae_s, dec_s = (torch.load(work / n, weights_only=False) for n in ("vae.pt", "vae_decoder.pt"))
     assert dec_s["step"] == 3 and dec_s["done"]
     enc = [k for k in vae_s["model"] if k.startswith(("encoder.", "quant_conv."))]
     assert enc and all(torch.equal(vae_s["model"][k], dec_s["model"][k]) for k in enc)

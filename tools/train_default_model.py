@@ -116,6 +116,18 @@ class Preset:
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
                           (5, 64, 64, 32, 2, 2), (9, 64, 64, 32, 1, 1.5), (17, 64, 64, 32, 1, 1))
+    # then the whole VAE (encoder too) on windows as long as the clips it serves (session 5). Trained on <= 17
+    # frames, the causal encoder never settled: a *still* red square's latent kept changing for ~8 latent frames
+    # (0.55 relative to the first) into a steady state the decoder had never seen, and PSNR fell with the frame
+    # index (frame 0 / 16 / 32: 31.9 / 24.2 / 21.4 dB on held-out 33-frame clips; a still square 20 dB from frame
+    # 24 on). The decoder-only long phase could not repair latents the encoder had already spoilt. The phase
+    # starts from vae_temporal_base (a finished VAE-phase checkpoint of this workdir) and recomputes the latent
+    # statistics; the DiT stages and the decoder phases then use it instead of vae.pt
+    vae_temporal_steps: int = 0
+    vae_temporal_lr: float = 2e-4
+    vae_temporal_base: str = "vae.pt"
+    vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
+                                   (5, 64, 64, 32, 2, 0.5), (1, 64, 64, 32, 8, 1), (1, 128, 128, 32, 4, 0.3))
     # DiT
     dit_dim: int = 128
     dit_heads: int = 2
@@ -183,7 +195,8 @@ PRESETS = {
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
         causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
-        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2,
+        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2,
+        vae_temporal_buckets=((9, 32, 32, 0, 1, 1), (1, 32, 32, 0, 2, 1)),
         vae_smooth_buckets=((1, 32, 32, 0, 2, 1), (5, 32, 32, 0, 2, 1))),
 }
 
@@ -401,6 +414,7 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 
 # phase -> (checkpoint, label, checkpoint it starts from (decoder phases), rng seed offset)
 VAE_PHASES = {"vae": ("vae.pt", "VAE", None, 0),
+              "temporal": ("vae_temporal.pt", "VAE (long windows)", "vae.pt", 40),
               "decoder": ("vae_decoder.pt", "VAE decoder", "vae.pt", 10),
               "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", "vae_decoder.pt", 20),
               "decoder_smooth": ("vae_decoder_smooth.pt", "VAE decoder (blends)", "vae_decoder_long.pt", 30)}
@@ -408,28 +422,38 @@ VAE_PHASES = {"vae": ("vae.pt", "VAE", None, 0),
 
 def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
               phase: str = "vae") -> WanVAE:
-    """One VAE training phase (see VAE_PHASES): the VAE itself, or a decoder fine-tune.
+    """One VAE training phase (see VAE_PHASES): the VAE itself, its long-window continuation, or a decoder
+    fine-tune.
 
-    Decoder phases start from the previous phase's finished checkpoint with the encoder frozen: every latent
-    the DiT trains on stays the same, so they run beside the DiT stage (``--stage decoder``) and the export
-    takes the newest decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
+    ``temporal`` continues the whole VAE on long windows (``vae_temporal_buckets``) from ``vae_temporal_base``
+    and recomputes the latent statistics. Decoder phases start from the previous phase's finished checkpoint
+    (the first from the encoder's, ``encoder_checkpoint``) with the encoder frozen: every latent the DiT trains
+    on stays the same, so they run beside the DiT stage (``--stage decoder``) and the export takes the newest
+    decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
     name, what, base_name, seed_offset = VAE_PHASES[phase]
-    decoder_only = base_name is not None
-    total = {"vae": p.vae_steps, "decoder": p.vae_decoder_steps, "decoder_long": p.vae_long_steps,
-             "decoder_smooth": p.vae_smooth_steps}[phase]
-    buckets = {"decoder_long": p.vae_long_buckets, "decoder_smooth": p.vae_smooth_buckets}.get(phase, p.vae_buckets)
+    if phase == "temporal":
+        base_name = p.vae_temporal_base
+    elif phase == "decoder":
+        base_name = encoder_checkpoint(p)
+    decoder_only = phase.startswith("decoder")
+    total = {"vae": p.vae_steps, "temporal": p.vae_temporal_steps, "decoder": p.vae_decoder_steps,
+             "decoder_long": p.vae_long_steps, "decoder_smooth": p.vae_smooth_steps}[phase]
+    buckets = {"temporal": p.vae_temporal_buckets, "decoder_long": p.vae_long_buckets,
+               "decoder_smooth": p.vae_smooth_buckets}.get(phase, p.vae_buckets)
+    base_lr = p.vae_temporal_lr if phase == "temporal" else p.vae_lr
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
     stats = None
-    if decoder_only:
+    if base_name is not None:
         base = ck.load(base_name)
         if base is None or not base.get("done"):
             raise SystemExit(f"{what}: needs a finished earlier stage in {ck.dir} ({base_name} with done=True)")
         vae.load_state_dict(base["model"])
-        stats = base["latent_stats"]
-        vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+        if decoder_only:  # the encoder, hence the latents and their statistics, stay those of the base
+            stats = base["latent_stats"]
+            vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     params = [x for x in vae.parameters() if x.requires_grad]
-    opt = torch.optim.AdamW(params, lr=p.vae_lr, betas=(0.9, 0.999), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=base_lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed + seed_offset)
     step = 0
     state = ck.load(name)
@@ -467,7 +491,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
                            step, total)
             break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, total, p.vae_lr, warmup=50)
+            g["lr"] = lr_at(step, total, base_lr, warmup=50)
         x = vae_batch(buckets, rng).to(device)
         with torch.set_grad_enabled(not decoder_only):
             dist = vae_moments(vae, x)
@@ -552,6 +576,19 @@ def regularise_latents(z: torch.Tensor, x: torch.Tensor, p: Preset, rng: np.rand
     return z, x
 
 
+def encoder_checkpoint(p: Preset) -> str:
+    """The checkpoint whose encoder (and latent statistics) the DiT stages and the decoder phases use."""
+    return VAE_PHASES["temporal"][0] if p.vae_temporal_steps > 0 else VAE_PHASES["vae"][0]
+
+
+def train_encoder(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
+    """The VAE phases that shape the latent space: the VAE, then (if any steps) its long-window continuation."""
+    vae = train_vae(p, ck, seed, device, max_minutes, phase="vae")
+    if p.vae_temporal_steps > 0:
+        vae = train_vae(p, ck, seed, device, max_minutes, phase="temporal")
+    return vae
+
+
 def train_decoder(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float]) -> WanVAE:
     """The decoder fine-tune phases in order (each resumes, or returns at once when done)."""
     vae = train_vae(p, ck, seed, device, max_minutes, phase="decoder")
@@ -567,7 +604,7 @@ def latent_stats(vae: WanVAE, p: Preset, seed: int, device: torch.device, n: int
     rng = np.random.default_rng(seed + 7)
     zs = []
     for i in range(n):
-        frames = 1 if i % 4 == 0 else 17
+        frames = 1 if i % 4 == 0 else 33
         size = 64 if p.gen_height >= 64 else 32
         x = render_clip(sample_train_prompt(rng), frames, size, size, int(rng.integers(2**31)))[None].to(device)
         zs.append(vae.encode_distribution(x).mean.transpose(0, 1).flatten(1))
@@ -1077,9 +1114,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     times: dict[str, float] = {}
 
     if args.export_only:
-        vstate, dstate = ck.load("vae.pt"), ck.load("dit.pt")
+        vstate, dstate = ck.load(encoder_checkpoint(p)), ck.load("dit.pt")
         if vstate is None or not vstate.get("done") or dstate is None:
-            logger.error("nothing to export: %s needs a finished VAE (vae.pt) and a DiT checkpoint (dit.pt)", workdir)
+            logger.error("nothing to export: %s needs a finished VAE (%s) and a DiT checkpoint (dit.pt)", workdir,
+                         encoder_checkpoint(p))
             return 2
         vae = make_vae(p)
         vae.load_state_dict(vstate["model"])
@@ -1102,7 +1140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         logger.info("VAE held-out PSNR after the decoder fine-tune: %s", eval_vae(vae, p.eval_vae_prompts, device))
         return 0
     t0 = time.time()
-    vae = train_vae(p, ck, args.seed, device, args.vae_max_minutes)
+    vae = train_encoder(p, ck, args.seed, device, args.vae_max_minutes)
     times["vae_s"] = time.time() - t0
     summary: dict[str, Any] = {"preset": p.name, "seed": args.seed}
     summary["vae_psnr"] = eval_vae(vae, p.eval_vae_prompts, device)
