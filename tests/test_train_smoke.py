@@ -43,6 +43,12 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     assert not torch.equal(first_s["model"]["encoder.conv_in.weight"], vae_s["model"]["encoder.conv_in.weight"])
     assert vae_s["latent_stats"] != first_s["latent_stats"]
     assert vae_cfg["latents_std"] == pytest.approx(list(vae_s["latent_stats"]["latents_std"]))
+    # frame-local convs: past taps zero in every phase (only the time resamplers look back)
+    for state in (first_s, vae_s, dec_s):
+        taps = {k: v for k, v in state["model"].items() if v.dim() == 5 and v.shape[2] == 3}
+        local = [v for k, v in taps.items() if "time_conv" not in k]
+        assert local and all(not v[:, :, :-1].any() and v[:, :, -1].any() for v in local)
+        assert all(v[:, :, :-1].any() for k, v in taps.items() if "time_conv" in k)
     # the decoder fine-tune: encoder (so every latent the DiT saw) unchanged, decoder trained further
     assert dec_s["step"] == 3 and dec_s["done"]
     enc = [k for k in vae_s["model"] if k.startswith(("encoder.", "quant_conv."))]

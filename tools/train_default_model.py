@@ -124,6 +124,13 @@ class Preset:
     # starts from vae_temporal_base (a finished VAE-phase checkpoint of this workdir) and recomputes the latent
     # statistics; the DiT stages and the decoder phases then use it instead of vae.pt
     vae_temporal_steps: int = 0
+    # frame-local VAE: every causal conv except the 2x time resamplers sees only its own frame (the weights of
+    # its past taps are zero and stay zero; the layout, the checkpoint format and diffusers are unchanged). Time
+    # is mixed only where it is compressed, so the receptive field is ~2 latent frames and short training
+    # windows cover every state the encoder and decoder reach; with full 3-tap convs the receptive field was
+    # 6-8 latent frames and the VAE broke where no training window reached (objects vanished, colours flipped
+    # after frame ~24). Applied when a phase starts, so a phase can convert a VAE trained without it
+    vae_frame_local: bool = False
     vae_temporal_lr: float = 2e-4
     vae_temporal_base: str = "vae.pt"
     vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
@@ -195,7 +202,7 @@ PRESETS = {
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
         causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
-        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2,
+        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2, vae_frame_local=True,
         vae_temporal_buckets=((9, 32, 32, 0, 1, 1), (1, 32, 32, 0, 2, 1)),
         vae_smooth_buckets=((1, 32, 32, 0, 2, 1), (5, 32, 32, 0, 2, 1))),
 }
@@ -297,6 +304,25 @@ def make_vae(p: Preset) -> WanVAE:
     vae = WanVAE(cfg)
     init_vae_(vae)
     return vae
+
+
+def frame_local_(vae: WanVAE) -> int:
+    """Zero the past taps of every causal conv but the time resamplers' and keep them zero in training
+    (``Preset.vae_frame_local``); returns how many convs were restricted."""
+    from vidrt.models.vae import CausalConv3d, Resample
+
+    keep = {id(m.time_conv) for m in vae.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
+    n = 0
+    for m in vae.modules():
+        if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep:
+            mask = torch.zeros_like(m.weight[:1, :1])
+            mask[:, :, -1] = 1.0
+            with torch.no_grad():
+                m.weight.mul_(mask)
+            if m.weight.requires_grad:
+                m.weight.register_hook(lambda g, mask=mask: g * mask)
+            n += 1
+    return n
 
 
 def init_vae_(vae: WanVAE) -> None:
@@ -452,6 +478,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         if decoder_only:  # the encoder, hence the latents and their statistics, stay those of the base
             stats = base["latent_stats"]
             vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+    if p.vae_frame_local:
+        logger.info("%s: frame-local convs (%d restricted to their own frame)", what, frame_local_(vae))
     params = [x for x in vae.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=base_lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed + seed_offset)
