@@ -193,7 +193,14 @@ def _use_onednn(x: torch.Tensor) -> bool:
 
 
 class CausalConv3d(nn.Conv3d):
-    """Conv3d that pads time only on the past side: with zeros at the clip start, else with cached frames."""
+    """Conv3d that pads time only on the past side: with zeros at the clip start, else with cached frames.
+
+    A conv whose past taps are all zero (vidrt's frame-local VAE, docs/default_model.md) needs neither the
+    look-back nor its cache: at inference it runs on each frame with its last tap alone, a third of the
+    work for the same output. ``skip_zero_past`` (class-wide) switches that off to measure against it.
+    """
+
+    skip_zero_past: bool = True
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Union[int, tuple[int, int, int]],
                  stride: Union[int, tuple[int, int, int]] = 1, padding: Union[int, tuple[int, int, int]] = 0):
@@ -201,8 +208,28 @@ class CausalConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
         self.past_frames = 2 * pt  # the look-back of a centred kernel moved entirely to the past
         self.space_pad = (pw, pw, ph, ph)  # one explicit pad is faster on CPU than the conv's own padding
+        self._last_tap: Optional[tuple[tuple, Optional[torch.Tensor]]] = None  # (weight version, tap or None)
+
+    def _frame_local_weight(self) -> Optional[torch.Tensor]:
+        """The last tap as a contiguous 1-frame kernel when every past tap is zero, else None (memoised per
+        weight version, so loading or training new weights re-checks)."""
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.dtype)
+        if self._last_tap is None or self._last_tap[0] != key:
+            w = self.weight.detach()
+            tap = None if w[:, :, :-1].any() else w[:, :, -1:].contiguous()
+            self._last_tap = (key, tap)
+        return self._last_tap[1]
 
     def forward(self, x: torch.Tensor, cache: Optional[TemporalCache] = None) -> torch.Tensor:
+        if self.skip_zero_past and self.past_frames and self.stride[0] == 1 and not torch.is_grad_enabled():
+            tap = self._frame_local_weight()
+            if tap is not None:
+                if any(self.space_pad):
+                    x = F.pad(x, self.space_pad)
+                if _use_onednn(x):
+                    return torch.mkldnn_convolution(x, tap, self.bias, (0, 0, 0), self.stride, self.dilation,
+                                                    self.groups)
+                return F.conv3d(x, tap, self.bias, self.stride, 0, self.dilation, self.groups)
         missing = self.past_frames
         if missing and cache is not None:
             past = cache.get(self)

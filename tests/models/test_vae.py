@@ -274,3 +274,51 @@ def test_config_from_dict_checks(caplog):
     assert VAEConfig().video_frames(21) == 81 and VAEConfig().latent_frames(81) == 21
     with pytest.raises(ShapeError, match="1 \\+ 4k"):
         VAEConfig().latent_frames(80)
+
+
+# ---------------------------------------------------------------------------------- frame-local convs
+
+def _frame_local_copy(vae: WanVAE) -> tuple[WanVAE, int]:
+    """The VAE with every causal conv's past taps zeroed but the time resamplers' (the training script's
+    ``vae_frame_local``), and how many convs that restricted."""
+    from vidrt.models.vae import CausalConv3d, Resample
+
+    local = WanVAE(vae.config).eval()
+    local.load_state_dict(vae.state_dict())
+    keep = {id(m.time_conv) for m in local.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
+    n = 0
+    with torch.no_grad():
+        for m in local.modules():
+            if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep:
+                m.weight[:, :, :-1] = 0
+                n += 1
+    return local, n
+
+
+def test_frame_local_fast_path_equals_the_full_conv_and_diffusers(pair, monkeypatch):
+    from vidrt.models.vae import CausalConv3d
+
+    ref, vae, folder = pair
+    local, n = _frame_local_copy(vae)
+    assert n >= 6
+    ref_local = type(ref).from_pretrained(folder).eval()
+    ref_local.load_state_dict(local.state_dict())
+    z = _latents(local, 4, 3, 5, seed=7)
+    x = torch.rand(1, 3, 1 + vae.temporal_factor * 3, 3 * vae.spatial_factor, 2 * vae.spatial_factor) * 2 - 1
+    with torch.no_grad():
+        fast_dec, fast_enc = local.decode(z), local.encode(x)
+        stream = local.stream_decoder()
+        streamed = torch.cat([stream.decode(z[:, :, :1]), stream.decode(z[:, :, 1:])], dim=2)
+        monkeypatch.setattr(CausalConv3d, "skip_zero_past", False)
+        exact_dec, exact_enc = local.decode(z), local.encode(x)
+        want = ref_local.decode(z).sample
+    assert _err(fast_dec, exact_dec) <= 1e-5 and _err(fast_enc, exact_enc) <= 1e-5
+    assert _err(streamed, exact_dec) <= 1e-5
+    assert _err(fast_dec, want) <= 1e-4
+    assert _err(fast_dec, vae.decode(z)) > 1e-2  # the zeroed taps mattered: this is another model
+    # a conv that learns a non-zero past tap again leaves the fast path (the check follows the weights)
+    conv = next(m for m in local.modules() if isinstance(m, CausalConv3d) and m.past_frames)
+    assert conv._frame_local_weight() is not None
+    with torch.no_grad():
+        conv.weight[:, :, 0] += 0.1
+    assert conv._frame_local_weight() is None
