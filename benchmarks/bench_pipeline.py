@@ -69,19 +69,25 @@ def _load(case: Case):
     return _targets[key]
 
 
-@pytest.mark.parametrize("runtime", ["vidrt", "diffusers"])
+@pytest.mark.parametrize("runtime", ["vidrt", "vidrt-all-taps", "diffusers"])
 @pytest.mark.parametrize("stage", STAGES)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_pipeline_stage(benchmark, case: Case, stage: str, runtime: str):
+def test_pipeline_stage(benchmark, monkeypatch, case: Case, stage: str, runtime: str):
     reason = _skip_reason(case)
     if reason:
         pytest.skip(reason)
+    if runtime == "vidrt-all-taps":  # the VAE without its frame-local fast path (zero past taps computed too)
+        if stage == "dit_cfg_step":
+            pytest.skip("the frame-local switch only changes the VAE")
+        from vidrt.models.vae import CausalConv3d
+
+        monkeypatch.setattr(CausalConv3d, "skip_zero_past", False)
     ours, ref = _load(case)
     d = ours.pipe.defaults
     h, w, f = case.shape or (d.height, d.width, d.num_frames)
     req = Request((PROMPT,), h, w, f, END_TO_END_STEPS, guidance=5.0, text_len=case.text_len)
     latents = make_latents(ours.latent_shape(req), seed=0)
-    fn = (ours if runtime == "vidrt" else ref).stage_fns(req, latents)[stage]
+    fn = (ref if runtime == "diffusers" else ours).stage_fns(req, latents)[stage]
     benchmark.group = f"{case.name}-{stage}"
     benchmark.extra_info.update(tokens=ours.tokens(req), device=str(ours.device), precision=case.precision)
     benchmark.pedantic(fn, rounds=3, warmup_rounds=1)

@@ -64,6 +64,7 @@ def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2
     model = workdir / "model"
     args = ["--preset", preset, "--workdir", str(workdir), "--out", str(model), "--threads", str(threads),
             "--dit-steps", str(steps), "--causal-steps", "0", "--vae-decoder-steps", "0",
+            "--set", "vae_temporal_steps=0",  # the probed checkpoint is the encoder: no further VAE phase
             "--set", f"dit_buckets={json.dumps([list(images[0][:3]) + [1]])}",
             "--set", f"cache_warm={min(200, max(2, steps // 10))}", "--set", "new_clips_per_step=1.0"]
     for item in overrides:

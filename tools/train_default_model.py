@@ -116,21 +116,22 @@ class Preset:
     # crop > 0 trains on a random crop x crop window (the VAE is convolutional; crops cut the cost 4x)
     vae_buckets: tuple = ((1, 64, 64, 32, 8, 3), (1, 128, 128, 32, 4, 0.5), (1, 64, 64, 0, 2, 0.5),
                           (5, 64, 64, 32, 2, 2), (9, 64, 64, 32, 1, 1.5), (17, 64, 64, 32, 1, 1))
-    # then the whole VAE (encoder too) on windows as long as the clips it serves (session 5). Trained on <= 17
-    # frames, the causal encoder never settled: a *still* red square's latent kept changing for ~8 latent frames
-    # (0.55 relative to the first) into a steady state the decoder had never seen, and PSNR fell with the frame
-    # index (frame 0 / 16 / 32: 31.9 / 24.2 / 21.4 dB on held-out 33-frame clips; a still square 20 dB from frame
-    # 24 on). The decoder-only long phase could not repair latents the encoder had already spoilt. The phase
-    # starts from vae_temporal_base (a finished VAE-phase checkpoint of this workdir) and recomputes the latent
-    # statistics; the DiT stages and the decoder phases then use it instead of vae.pt
-    vae_temporal_steps: int = 0
+    # then the whole VAE (encoder too) on windows as long as the clips it serves, frame-local (below; session 5).
+    # Trained on <= 17 frames with full 3-tap convs, the causal VAE never settled: a *still* red square's latent
+    # kept changing for ~8 latent frames into a steady state no training window reached, the square vanished
+    # after frame ~32 and colours flipped (blue -> purple); per-frame PSNR fell from 31.9 dB (frame 0) to 21.4
+    # (frame 32). The decoder-only long phase could not repair latents the encoder had spoilt, and 1 200 steps of
+    # this phase with full taps barely moved it. The phase starts from vae_temporal_base (a finished VAE-phase
+    # checkpoint of this workdir) and recomputes the latent statistics; the DiT stages and the decoder phases
+    # then use it instead of vae.pt
+    vae_temporal_steps: int = 3000
     # frame-local VAE: every causal conv except the 2x time resamplers sees only its own frame (the weights of
     # its past taps are zero and stay zero; the layout, the checkpoint format and diffusers are unchanged). Time
     # is mixed only where it is compressed, so the receptive field is ~2 latent frames and short training
     # windows cover every state the encoder and decoder reach; with full 3-tap convs the receptive field was
     # 6-8 latent frames and the VAE broke where no training window reached (objects vanished, colours flipped
     # after frame ~24). Applied when a phase starts, so a phase can convert a VAE trained without it
-    vae_frame_local: bool = False
+    vae_frame_local: bool = True
     vae_temporal_lr: float = 2e-4
     vae_temporal_base: str = "vae.pt"
     vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
@@ -202,7 +203,7 @@ PRESETS = {
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
         causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
-        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2, vae_frame_local=True,
+        vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2,
         vae_temporal_buckets=((9, 32, 32, 0, 1, 1), (1, 32, 32, 0, 2, 1)),
         vae_smooth_buckets=((1, 32, 32, 0, 2, 1), (5, 32, 32, 0, 2, 1))),
 }
