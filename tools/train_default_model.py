@@ -132,6 +132,10 @@ class Preset:
     # 6-8 latent frames and the VAE broke where no training window reached (objects vanished, colours flipped
     # after frame ~24). Applied when a phase starts, so a phase can convert a VAE trained without it
     vae_frame_local: bool = True
+    # the decoder phases may give the decoder its time taps back (past taps start at zero and learn; the encoder,
+    # frozen, stays frame-local so the latents keep their meaning): a decoder that looks back can smooth a
+    # DiT's frame-to-frame inconsistencies, which the frame-local one shows as flicker
+    vae_decoder_frame_local: bool = True
     vae_temporal_lr: float = 2e-4
     vae_temporal_base: str = "vae.pt"
     vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
@@ -307,7 +311,7 @@ def make_vae(p: Preset) -> WanVAE:
     return vae
 
 
-def frame_local_(vae: WanVAE) -> int:
+def frame_local_(vae: torch.nn.Module) -> int:
     """Zero the past taps of every causal conv but the time resamplers' and keep them zero in training
     (``Preset.vae_frame_local``); returns how many convs were restricted."""
     from vidrt.models.vae import CausalConv3d, Resample
@@ -480,7 +484,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
             stats = base["latent_stats"]
             vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     if p.vae_frame_local:
-        logger.info("%s: frame-local convs (%d restricted to their own frame)", what, frame_local_(vae))
+        part = vae if p.vae_decoder_frame_local or not decoder_only else vae.encoder
+        logger.info("%s: frame-local convs (%d restricted to their own frame)", what, frame_local_(part))
     params = [x for x in vae.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=base_lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed + seed_offset)
