@@ -469,6 +469,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         base_name = p.vae_temporal_base
     elif phase == "decoder":
         base_name = encoder_checkpoint(p)
+    elif phase == "decoder_smooth" and p.vae_long_steps <= 0:
+        base_name = VAE_PHASES["decoder"][0]
     decoder_only = phase.startswith("decoder")
     total = {"vae": p.vae_steps, "temporal": p.vae_temporal_steps, "decoder": p.vae_decoder_steps,
              "decoder_long": p.vae_long_steps, "decoder_smooth": p.vae_smooth_steps}[phase]
