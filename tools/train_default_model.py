@@ -165,6 +165,8 @@ class Preset:
     # 0.08). Latent voxels under (or next to) an object weigh 1 + dit_fg_weight in the flow-matching loss.
     # Image ablation (2000 steps): weight 0 / 4 / 12 -> presence 0.28 / 0.70 / 0.88 on training prompts.
     dit_fg_weight: float = 12.0
+    # weight of a loss term on the x0 error's frame-to-frame change (0: off, as in runs <= 5)
+    dit_temporal_weight: float = 0.0
     # (frames, height, width, weight): weight of the bucket in training and in new data
     dit_buckets: tuple = ((1, 64, 64, 2), (1, 96, 64, 0.5), (1, 64, 96, 0.5), (1, 64, 128, 0.3),
                           (1, 128, 64, 0.3), (1, 128, 128, 0.3), (17, 64, 64, 2), (17, 96, 64, 0.5),
@@ -205,7 +207,7 @@ PRESETS = {
         "smoke", vae_base_dim=4, vae_z_dim=4, vae_dim_mult=(1, 1, 2, 2), vae_steps=6, vae_lr=1e-3,
         vae_buckets=((1, 32, 32, 0, 2, 1), (5, 64, 64, 32, 1, 1)),
         dit_dim=32, dit_heads=2, dit_layers=1, dit_ffn=64, dit_freq_dim=32, text_dim=32, text_layers=1,
-        text_heads=2, text_ff=32, dit_steps=6, dit_tokens_per_batch=64,
+        text_heads=2, text_ff=32, dit_steps=6, dit_tokens_per_batch=64, dit_temporal_weight=0.5,
         dit_buckets=((1, 32, 32, 1), (5, 32, 32, 1), (1, 32, 48, 1)), cache_per_bucket=8, cache_warm=2,
         gen_height=32, gen_width=32, gen_frames=5, gen_steps=2, eval_vae_prompts=2, stats_clips=2, eval_prompts=2,
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
@@ -483,6 +485,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     if base_name is not None:
         base = ck.load(base_name)
         if base is None or not base.get("done"):
+            base = ck.load(name)  # resuming or finished: the phase's own checkpoint stands in for its base
+        if base is None:
             raise SystemExit(f"{what}: needs a finished earlier stage in {ck.dir} ({base_name} with done=True)")
         vae.load_state_dict(base["model"])
         if decoder_only:  # the encoder, hence the latents and their statistics, stay those of the base
@@ -875,7 +879,13 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
         xt = (1 - sv) * x0 + sv * noise
         ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
         pred = dit(xt, s * 1000, ctx)
-        return weighted_mse(pred, noise - x0, weight)
+        loss = weighted_mse(pred, noise - x0, weight)
+        if p.dit_temporal_weight > 0 and x0.shape[2] > 1:
+            # the x0 error's change from one latent frame to the next (x0 error = -s x velocity error): what
+            # decodes to flicker on a frame-local VAE
+            d = s.view(b, 1, 1, 1, 1) * ((pred - noise + x0).diff(dim=2))
+            loss = loss + p.dit_temporal_weight * weighted_mse(d, torch.zeros_like(d), weight[:, :, 1:])
+        return loss
 
     return run_denoiser_stage(p, ck, name="dit.pt", what="DiT", steps=p.dit_steps, lr=p.dit_lr, warmup=200,
                               seed=seed + 1, device=device, cache=cache, warm=warm, step_loss=step_loss,
