@@ -21,18 +21,16 @@ from typing import Optional
 
 import torch
 
-from vidrt.models.vae import CausalConv3d, Resample, WanVAE
+from vidrt.models.vae import CausalConv3d, WanVAE, frame_local_convs
 
 
 def frame_local_copy(vae: WanVAE) -> WanVAE:
     """``vae`` with the past taps of every causal conv but the time resamplers' set to zero."""
     local = WanVAE(vae.config).eval()
     local.load_state_dict(vae.state_dict())
-    keep = {id(m.time_conv) for m in local.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
     with torch.no_grad():
-        for m in local.modules():
-            if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep:
-                m.weight[:, :, :-1] = 0
+        for m in frame_local_convs(local):
+            m.weight[:, :, :-1] = 0
     return local
 
 

@@ -319,20 +319,17 @@ def make_vae(p: Preset) -> WanVAE:
 def frame_local_(vae: torch.nn.Module) -> int:
     """Zero the past taps of every causal conv but the time resamplers' and keep them zero in training
     (``Preset.vae_frame_local``); returns how many convs were restricted."""
-    from vidrt.models.vae import CausalConv3d, Resample
+    from vidrt.models.vae import frame_local_convs
 
-    keep = {id(m.time_conv) for m in vae.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
-    n = 0
-    for m in vae.modules():
-        if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep:
-            mask = torch.zeros_like(m.weight[:1, :1])
-            mask[:, :, -1] = 1.0
-            with torch.no_grad():
-                m.weight.mul_(mask)
-            if m.weight.requires_grad:
-                m.weight.register_hook(lambda g, mask=mask: g * mask)
-            n += 1
-    return n
+    convs = frame_local_convs(vae)
+    for m in convs:
+        mask = torch.zeros_like(m.weight[:1, :1])
+        mask[:, :, -1] = 1.0
+        with torch.no_grad():
+            m.weight.mul_(mask)
+        if m.weight.requires_grad:
+            m.weight.register_hook(lambda g, mask=mask: g * mask)
+    return len(convs)
 
 
 def init_vae_(vae: WanVAE) -> None:

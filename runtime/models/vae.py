@@ -27,7 +27,8 @@ from vidrt.errors import ConfigError, ShapeError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VAEConfig", "WanVAE", "LatentDistribution", "TemporalCache", "StreamDecoder", "StreamEncoder"]
+__all__ = ["VAEConfig", "WanVAE", "LatentDistribution", "TemporalCache", "StreamDecoder", "StreamEncoder",
+           "frame_local_convs"]
 
 # Activation memory one "auto" decode pass may use; Wan 2.1 at 480p needs more than this per latent frame
 # (so it decodes frame by frame, like diffusers), small videos decode in one pass.
@@ -365,6 +366,14 @@ class Resample(nn.Module):
             out.append(self.time_conv(buf[:, :, : 1 + 2 * windows]))
         cache.put(self, buf[:, :, 2 * windows:].clone())
         return out[0] if len(out) == 1 else torch.cat(out, dim=2)
+
+
+def frame_local_convs(module: nn.Module) -> list[CausalConv3d]:
+    """The causal convs that a frame-local VAE restricts to their own frame: every one with a time kernel
+    except the time resamplers' (which compress or expand time and must look back)."""
+    keep = {id(m.time_conv) for m in module.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
+    return [m for m in module.modules()
+            if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep]
 
 
 class MidBlock(nn.Module):

@@ -281,18 +281,16 @@ def test_config_from_dict_checks(caplog):
 def _frame_local_copy(vae: WanVAE) -> tuple[WanVAE, int]:
     """The VAE with every causal conv's past taps zeroed but the time resamplers' (the training script's
     ``vae_frame_local``), and how many convs that restricted."""
-    from vidrt.models.vae import CausalConv3d, Resample
+    from vidrt.models.vae import frame_local_convs
 
     local = WanVAE(vae.config).eval()
     local.load_state_dict(vae.state_dict())
-    keep = {id(m.time_conv) for m in local.modules() if isinstance(m, Resample) and hasattr(m, "time_conv")}
-    n = 0
+    convs = frame_local_convs(local)
     with torch.no_grad():
-        for m in local.modules():
-            if isinstance(m, CausalConv3d) and m.weight.shape[2] > 1 and id(m) not in keep:
-                m.weight[:, :, :-1] = 0
-                n += 1
-    return local, n
+        for m in convs:
+            m.weight[:, :, :-1] = 0
+    assert all("time_conv" not in name for name, m in local.named_modules() if m in convs)
+    return local, len(convs)
 
 
 def test_frame_local_fast_path_equals_the_full_conv_and_diffusers(pair, monkeypatch):
