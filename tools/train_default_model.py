@@ -213,7 +213,7 @@ PRESETS = {
         checkpoint_minutes=0.0, log_every=2, causal_steps=4, causal_chunk=1, causal_seconds=(0.5, 1),
         causal_max_gap=8, causal_batch=2, causal_cache=4, causal_warm=2, vae_decoder_steps=3,
         vae_long_steps=2, vae_long_buckets=((9, 32, 32, 0, 1, 1),), vae_smooth_steps=2, vae_temporal_steps=2,
-        vae_frame_local=True,        vae_temporal_buckets=((9, 32, 32, 0, 1, 1), (1, 32, 32, 0, 2, 1)),
+        vae_frame_local=True, vae_temporal_buckets=((9, 32, 32, 0, 1, 1), (1, 32, 32, 0, 2, 1)),
         vae_smooth_buckets=((1, 32, 32, 0, 2, 1), (5, 32, 32, 0, 2, 1))),
 }
 
@@ -445,12 +445,26 @@ def set_rng_state(rng: np.random.Generator, s: dict) -> None:
 
 # --------------------------------------------------------------------------------------- VAE stage
 
-# phase -> (checkpoint, label, checkpoint it starts from (decoder phases), rng seed offset)
-VAE_PHASES = {"vae": ("vae.pt", "VAE", None, 0),
-              "temporal": ("vae_temporal.pt", "VAE (long windows)", "vae.pt", 40),
-              "decoder": ("vae_decoder.pt", "VAE decoder", "vae.pt", 10),
-              "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", "vae_decoder.pt", 20),
-              "decoder_smooth": ("vae_decoder_smooth.pt", "VAE decoder (blends)", "vae_decoder_long.pt", 30)}
+# phase -> (checkpoint, label, rng seed offset); the checkpoint each starts from: phase_base
+VAE_PHASES = {"vae": ("vae.pt", "VAE", 0),
+              "temporal": ("vae_temporal.pt", "VAE (long windows)", 40),
+              "decoder": ("vae_decoder.pt", "VAE decoder", 10),
+              "decoder_long": ("vae_decoder_long.pt", "VAE decoder (long)", 20),
+              "decoder_smooth": ("vae_decoder_smooth.pt", "VAE decoder (blends)", 30)}
+
+
+def phase_base(p: Preset, phase: str) -> Optional[str]:
+    """The finished checkpoint a VAE phase starts from (None: from scratch). Decoder phases chain: the first
+    starts from the encoder's checkpoint, each later one from the phase before it that runs."""
+    if phase == "temporal":
+        return p.vae_temporal_base
+    if phase == "decoder":
+        return encoder_checkpoint(p)
+    if phase == "decoder_long":
+        return VAE_PHASES["decoder"][0]
+    if phase == "decoder_smooth":
+        return VAE_PHASES["decoder_long" if p.vae_long_steps > 0 else "decoder"][0]
+    return None
 
 
 def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_minutes: Optional[float],
@@ -463,13 +477,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     (the first from the encoder's, ``encoder_checkpoint``) with the encoder frozen: every latent the DiT trains
     on stays the same, so they run beside the DiT stage (``--stage decoder``) and the export takes the newest
     decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
-    name, what, base_name, seed_offset = VAE_PHASES[phase]
-    if phase == "temporal":
-        base_name = p.vae_temporal_base
-    elif phase == "decoder":
-        base_name = encoder_checkpoint(p)
-    elif phase == "decoder_smooth" and p.vae_long_steps <= 0:
-        base_name = VAE_PHASES["decoder"][0]
+    name, what, seed_offset = VAE_PHASES[phase]
+    base_name = phase_base(p, phase)
     decoder_only = phase.startswith("decoder")
     total = {"vae": p.vae_steps, "temporal": p.vae_temporal_steps, "decoder": p.vae_decoder_steps,
              "decoder_long": p.vae_long_steps, "decoder_smooth": p.vae_smooth_steps}[phase]
