@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vidrt
-from vidrt.world.grammar import held_out_prompts
+from vidrt.world.grammar import held_out_prompts, parse
 from vidrt.world.render import render
 from vidrt.world.score import score
 
@@ -161,7 +161,9 @@ def markdown(result: dict) -> str:
              f"Model: `{result['model']}`{' (' + result['model_note'] + ')' if result.get('model_note') else ''}  ",
              f"Settings: steps {s['steps']}, guidance {s['guidance']}, sampler {s['sampler']}, shift {s['shift']}, "
              f"precision {s['precision']}, attention {s['attention']}, seed per prompt 10000 + index  ",
-             f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)", "",
+             (f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)"
+              if not result.get("given_prompts") else
+              f"Given prompts: {result['given_prompts']} x {result['repeat']} seeds (from the command line)"), "",
              "| size (frames x H x W) | prompts | s / clip | adherence | presence | shape | motion | background "
              "| temporal | clean | truth adherence | truth through the VAE | mismatched-truth adherence |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -187,6 +189,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--prompts", type=int, default=None, help="use the first N held-out prompts (default all)")
     ap.add_argument("--quick", action="store_true", help="24 prompts and fewer sizes")
+    ap.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                    help="score these prompts instead of the held-out set (repeatable; e.g. training prompts to "
+                         "tell a generalisation gap from a failure to learn)")
+    ap.add_argument("--repeat", type=int, default=1, help="with --prompt: seeds per prompt")
     ap.add_argument("--sizes", default=None, help="comma list FxHxW[:share], e.g. 33x64x64,1x64x64:0.5")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
@@ -200,13 +206,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. 'partial training run')")
     args = ap.parse_args(argv)
+    for p in args.prompt:
+        parse(p)  # a prompt outside the grammar fails here (PromptError listing the grammar), before any model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
 
     pipe = vidrt.Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                           attention=args.attention)
     prompts = held_out_prompts()
-    if args.quick:
+    if args.prompt:
+        prompts = [p for p in args.prompt for _ in range(max(1, args.repeat))]
+    elif args.quick:
         prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, 24).round().astype(int)]
     if args.prompts:
         prompts = prompts[: args.prompts]
@@ -225,6 +235,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "model_note": args.note, "settings": settings, "held_out_prompts": len(prompts),
                               "configs": []}
+    if args.prompt:
+        result.update(given_prompts=len(args.prompt), repeat=max(1, args.repeat))
     training = json.loads((Path(pipe.source) / "vidrt.json").read_text()).get("_training") \
         if (Path(pipe.source) / "vidrt.json").is_file() else None
     if training:

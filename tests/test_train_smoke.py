@@ -112,6 +112,18 @@ def test_latent_weights_mark_the_latent_voxels_under_objects():
     assert loss == pytest.approx((13 * 9 + 13 * 1 + 46 * 1) / (13 + 13 + 46))  # voxels: 2 objects, 46 background
 
 
+def test_fade_weights_fades_the_object_weight_with_noise():
+    """dit_fg_noise_power: the full object weight on clean latents, none (1 everywhere) on pure noise, (1 - s) ** power
+    of the extra weight between; power 0 leaves the weights alone."""
+    script = _load_script()
+    w = torch.tensor([1.0, 13.0]).view(2, 1, 1, 1, 1).expand(2, 1, 3, 2, 2)
+    s = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 3, 1, 1)            # per latent frame (the causal stage's layout)
+    out = script.fade_weights(w, s, 2.0)
+    torch.testing.assert_close(out[1, 0, :, 0, 0], torch.tensor([13.0, 1.0 + 12.0 * 0.25, 1.0]))
+    assert torch.equal(out[0], torch.ones_like(out[0]))                  # background voxels stay at 1
+    assert script.fade_weights(w, s, 0.0) is w
+
+
 def test_blend_latents_pairs_latent_and_frame_blends():
     """The decoder's blend phase: a blended latent's target is the same blend of the frames (same partner, same
     weight); latent noise leaves the target alone; a batch of one is refused."""

@@ -25,3 +25,22 @@ def test_eval_writes_table_with_references(tiny_wan, tmp_path):
     assert c["truth_through_vae"]["adherence"] < c["ground_truth"]["adherence"] - 0.3   # random VAE: noise
     md = (tmp_path / "t.md").read_text()
     assert "truth through the VAE" in md and "| 5x32x32 | 3 |" in md
+
+
+def test_eval_given_prompts_with_repeats(tiny_wan, tmp_path):
+    ev = _load()
+    assert ev.main(["--model", str(tiny_wan), "--prompt", "a red circle moves right", "--prompt",
+                    "a blue square stays still", "--repeat", "2", "--sizes", "1x32x32", "--steps", "1", "--threads",
+                    "1", "--no-vae", "--out", str(tmp_path), "--name", "g"]) == 0
+    res = json.loads((tmp_path / "g.json").read_text())
+    assert res["given_prompts"] == 2 and res["repeat"] == 2 and res["configs"][0]["prompts"] == 4
+    assert "Given prompts: 2 x 2 seeds" in (tmp_path / "g.md").read_text()
+
+
+def test_eval_rejects_a_prompt_outside_the_grammar(tiny_wan, tmp_path):
+    import pytest
+
+    from vidrt.errors import VidrtError
+
+    with pytest.raises(VidrtError, match="dragon"):
+        _load().main(["--model", str(tiny_wan), "--prompt", "a red dragon flies", "--out", str(tmp_path)])
