@@ -1,0 +1,100 @@
+"""Where does a world model's DiT fail? One-step x0 predictions from noised ground truth, scored.
+
+Renders ``--n`` clips of one prompt, encodes them with the model's VAE, noises the latents to each level s,
+predicts x0 = x_s - s v in one DiT call (conditional, no guidance), decodes and scores them with the world
+scorer; also reports the latent MSE per latent frame and the object signal (spatial std per latent frame) that
+the noise must not bury. Near the data (small s) it says whether the DiT knows the clip; at large s whether it can
+place objects; a full sample (``eval_default_model.py --prompt``) adds what the sampler's trajectory makes of it.
+Used in docs/default_model.md (sessions 5 and 6) to tell a weak DiT from a weak VAE or sampler.
+
+    python tools/diagnose_dit.py --model runs/x/model --prompt "a red circle moves right on a gray background"
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+import vidrt
+from vidrt.video import to_frames
+from vidrt.world import score
+from vidrt.world.grammar import parse
+from vidrt.world.render import render
+
+CRITERIA = ("adherence", "presence", "shape", "motion", "temporal", "clean")
+
+
+def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float) -> dict[str, Optional[float]]:
+    videos = pipe.decode(latents)
+    s = [score(to_frames(v), prompt, fps) for v in videos]
+    out = {}
+    for k in CRITERIA:
+        vals = [getattr(x, k) for x in s if getattr(x, k) is not None]
+        out[k] = round(float(np.mean(vals)), 3) if vals else None
+    return out
+
+
+@torch.no_grad()
+def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33, height: int = 64, width: int = 64,
+             levels: Sequence[float] = (0.3, 0.6, 0.9), seed: int = 0) -> dict[str, Any]:
+    """The one-step table for ``prompt``: truth through the VAE, then per noise level the latent MSE (overall and
+    per latent frame) and the decoded prediction's scores."""
+    parse(prompt)
+    fps = pipe.defaults.fps
+    x = torch.stack([torch.from_numpy(render(prompt, height, width, frames, fps, seed + i)).permute(3, 0, 1, 2)
+                     .float().div(127.5).sub(1.0) for i in range(n)]).to(pipe.device)
+    z = pipe.vae.normalize(pipe.vae.encode(x.to(pipe.vae.dtype))).float()
+    kv = pipe.transformer.prepare_context(pipe.encode_prompts([prompt] * n, pipe.defaults.max_sequence_length))
+    background = z.mean(dim=(3, 4), keepdim=True)
+    result: dict[str, Any] = {
+        "prompt": prompt, "clips": n, "size": f"{frames}x{height}x{width}",
+        "object_signal_per_latent_frame": [round(float(v), 3) for v in (z - background).pow(2).mean(dim=(0, 1, 3, 4)).sqrt()],
+        "truth_through_vae": _scores(pipe, z, prompt, fps), "levels": []}
+    gen = torch.Generator("cpu").manual_seed(seed)
+    for s in levels:
+        noise = torch.randn(z.shape, generator=gen).to(z.device)
+        xt = (1 - s) * z + s * noise
+        v = pipe.transformer(xt.to(pipe.dtype), torch.full((n,), s * 1000.0, device=z.device), context_kv=kv).float()
+        x0 = xt - s * v
+        err = (x0 - z).pow(2)
+        result["levels"].append({"s": s, "latent_mse": round(float(err.mean()), 5),
+                                 "latent_mse_per_frame": [round(float(e), 5) for e in err.mean(dim=(0, 1, 3, 4))],
+                                 **_scores(pipe, x0, prompt, fps)})
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    ap.add_argument("--prompt", required=True, help="a world prompt (training prompts tell learning from generalising)")
+    ap.add_argument("--n", type=int, default=8, help="clips (render seeds seed .. seed + n - 1)")
+    ap.add_argument("--size", default="33x64x64", help="FRAMESxHxW")
+    ap.add_argument("--levels", default="0.3,0.6,0.9", help="comma list of noise levels s in (0, 1)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the result here")
+    args = ap.parse_args(argv)
+    parse(args.prompt)   # a prompt outside the grammar fails before any model loads
+    levels = [float(v) for v in args.levels.split(",")]
+    if not all(0 < s < 1 for s in levels):
+        ap.error(f"--levels {args.levels}: each level must be in (0, 1)")
+    f, h, w = (int(v) for v in args.size.split("x"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads)
+    pipe = vidrt.Pipeline.from_pretrained(args.model)
+    res = diagnose(pipe, args.prompt, n=args.n, frames=f, height=h, width=w, levels=levels, seed=args.seed)
+    text = json.dumps(res, indent=1)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
