@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 import vidrt
 from vidrt.world.grammar import held_out_prompts, parse
 from vidrt.world.render import render
-from vidrt.world.score import score
+from vidrt.world.score import mean_scores, score
 
 logger = logging.getLogger("eval_default_model")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,11 +45,7 @@ QUICK_CONFIGS = ((33, 64, 64, 1.0), (1, 64, 64, 1.0), (33, 96, 64, 0.5), (33, 64
 
 
 def _mean_criteria(scores: Sequence[Any]) -> dict[str, Optional[float]]:
-    out: dict[str, Optional[float]] = {}
-    for name in CRITERIA:
-        vals = [getattr(s, name) for s in scores if getattr(s, name) is not None]
-        out[name] = float(np.mean(vals)) if vals else None
-    return out
+    return {k: v for k, v in mean_scores(scores).items() if k in CRITERIA}
 
 
 def _subset(prompts: list[str], share: float) -> list[tuple[int, str]]:

@@ -157,6 +157,16 @@ def test_set_overrides_are_typed_and_recorded():
     for bad, msg in (("dit_dim=abc", "takes a int"), ("nope=1", "expected FIELD=VALUE"), ("dit_dim", "expected")):
         with pytest.raises(SystemExit, match=msg):
             script.apply_overrides(full, [bad])
+    # dit_prompts: training prompts only, checked once when the preset is built
+    from vidrt.errors import PromptError
+    from vidrt.world import held_out_prompts
+
+    one = script.apply_overrides(full, ['dit_prompts=["a red circle moves right on a gray background"]'])
+    assert one.dit_prompts == ("a red circle moves right on a gray background",)
+    with pytest.raises(SystemExit, match="held-out prompt"):
+        script.apply_overrides(full, [f'dit_prompts=["{held_out_prompts()[0]}"]'])
+    with pytest.raises(PromptError, match="dragon"):
+        script.apply_overrides(full, ['dit_prompts=["a red dragon"]'])
     # the DiT stage's record counts for DiT fields only (not its run-time flags or generation defaults)
     trained = dataclasses.asdict(script.apply_overrides(full, ["dit_steps=20000", "gen_guidance=7.0",
                                                                "causal_steps=0"]))

@@ -17,12 +17,11 @@ import logging
 import sys
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 import vidrt
 from vidrt.video import to_frames
-from vidrt.world import score
+from vidrt.world.score import mean_scores, score
 from vidrt.world.grammar import parse
 from vidrt.world.render import render
 
@@ -30,13 +29,8 @@ CRITERIA = ("adherence", "presence", "shape", "motion", "temporal", "clean")
 
 
 def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float) -> dict[str, Optional[float]]:
-    videos = pipe.decode(latents)
-    s = [score(to_frames(v), prompt, fps) for v in videos]
-    out = {}
-    for k in CRITERIA:
-        vals = [getattr(x, k) for x in s if getattr(x, k) is not None]
-        out[k] = round(float(np.mean(vals)), 3) if vals else None
-    return out
+    means = mean_scores([score(to_frames(v), prompt, fps) for v in pipe.decode(latents)])
+    return {k: None if means[k] is None else round(means[k], 3) for k in CRITERIA}
 
 
 @torch.no_grad()

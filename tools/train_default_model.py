@@ -774,8 +774,7 @@ class LatentCache:
     def add(self, vae: WanVAE, bucket: tuple, rng: np.random.Generator, device: torch.device) -> None:
         frames, h, w = bucket
         prompt = str(rng.choice(self.p.dit_prompts)) if self.p.dit_prompts else sample_train_prompt(rng)
-        if is_held_out(prompt):
-            raise SystemExit(f"dit_prompts: {prompt!r} is a held-out prompt; the DiT trains on training prompts only")
+        assert not is_held_out(prompt)
         x = render_clip(prompt, frames, h, w, int(rng.integers(2**31)))[None].to(device)
         ring_insert(self.items[bucket], encode_for_dit(vae, x, prompt), self.p.cache_per_bucket, rng)
         self.added += 1
@@ -1138,7 +1137,12 @@ def apply_overrides(p: Preset, items: list[str]) -> Preset:
         if type(value) is not type(default):
             raise SystemExit(f"--set {item!r}: {key} takes a {type(default).__name__}, got {raw!r}")
         changes[key] = value
-    return dataclasses.replace(p, **changes)
+    p = dataclasses.replace(p, **changes)
+    for prompt in p.dit_prompts:
+        parse(prompt)  # PromptError (with the grammar) for a prompt outside it
+        if is_held_out(prompt):
+            raise SystemExit(f"--set dit_prompts: {prompt!r} is a held-out prompt; the DiT trains on training prompts only")
+    return p
 
 
 def main(argv: Optional[list[str]] = None) -> int:

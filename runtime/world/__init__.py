@@ -11,7 +11,7 @@ from vidrt.world.grammar import (BACKGROUNDS, COLORS, DEFAULT_BACKGROUND, GRAMMA
                                  is_held_out_triple, parse, sample_prompt, sample_scene, sample_train_prompt,
                                  tokenize, train_prompts, vocabulary)
 from vidrt.world.render import render
-from vidrt.world.score import ObjectScore, Score, score
+from vidrt.world.score import ObjectScore, Score, mean_scores, score
 from vidrt.world.shots import Shot, parse_shots, render_shots, shot_lengths
 
 __all__ = [
@@ -19,5 +19,5 @@ __all__ = [
     "ObjectSpec", "Scene", "parse", "tokenize", "vocabulary", "sample_scene", "sample_prompt",
     "sample_train_prompt", "train_prompts", "is_held_out", "is_held_out_triple", "held_out_triples",
     "held_out_prompts", "render", "Shot", "parse_shots", "shot_lengths", "render_shots", "Score",
-    "ObjectScore", "score",
+    "ObjectScore", "score", "mean_scores",
 ]

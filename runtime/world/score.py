@@ -45,7 +45,7 @@ from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, par
 from vidrt.world.render import BOUNCE_HEIGHT, GROWTH, TRAVEL, bounce_count, motion_amount
 from vidrt.world.shots import Shot, parse_shots
 
-__all__ = ["Score", "ObjectScore", "score", "WORK_SIZE"]
+__all__ = ["Score", "ObjectScore", "score", "mean_scores", "WORK_SIZE"]
 
 WORK_SIZE = 64
 _FLOOR = 0.05
@@ -436,6 +436,16 @@ def _continuity(shots: list[Shot], tracks: list[list[_Track]], h: int, w: int) -
                 scores.append((1 - _ramp(jump, 0.08, 0.2)) * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
             last[oid] = (k, j)
     return float(np.mean(scores)) if scores else None
+
+
+def mean_scores(scores: Sequence[Score]) -> dict[str, Optional[float]]:
+    """Adherence and each criterion averaged over several clips' scores (None where no clip has the criterion,
+    e.g. motion over images)."""
+    out: dict[str, Optional[float]] = {}
+    for name in ("adherence", "presence", "shape", "motion", "background", "temporal", "continuity", "clean"):
+        vals = [getattr(s, name) for s in scores if getattr(s, name) is not None]
+        out[name] = float(np.mean(vals)) if vals else None
+    return out
 
 
 def score(frames, prompt: Union[str, Scene, Sequence[Union[str, Scene, Shot]]], fps: float = 16,

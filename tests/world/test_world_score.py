@@ -171,3 +171,15 @@ def test_inputs_and_speed():
     assert score(img[0], "a cyan square").adherence == pytest.approx(1.0)
     with pytest.raises(ShapeError):
         score(np.zeros((4, 64, 64)), p)
+
+
+def test_mean_scores_averages_each_criterion_over_clips_that_have_it():
+    from vidrt.world import Score, mean_scores
+
+    a = Score(0.5, presence=1.0, shape=0.5, background=1.0, motion=0.2, temporal=0.8, clean=1.0)
+    b = Score(0.3, presence=0.0, shape=1.0, background=1.0, clean=0.5)        # an image: no motion / temporal
+    m = mean_scores([a, b])
+    assert m["adherence"] == pytest.approx(0.4) and m["presence"] == pytest.approx(0.5)
+    assert m["shape"] == pytest.approx(0.75) and m["clean"] == pytest.approx(0.75)
+    assert m["motion"] == pytest.approx(0.2) and m["temporal"] == pytest.approx(0.8)   # b has none: not a zero
+    assert m["continuity"] is None
