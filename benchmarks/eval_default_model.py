@@ -210,8 +210,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     pipe = vidrt.Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
                                           attention=args.attention)
     prompts = held_out_prompts()
+    repeat = max(1, args.repeat)
     if args.prompt:
-        prompts = [p for p in args.prompt for _ in range(max(1, args.repeat))]
+        prompts = [p for p in args.prompt for _ in range(repeat)]
     elif args.quick:
         prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, 24).round().astype(int)]
     if args.prompts:
@@ -229,10 +230,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                 "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
                 "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
-                              "model_note": args.note, "settings": settings, "held_out_prompts": len(prompts),
+                              "model_note": args.note, "settings": settings,
+                              "held_out_prompts": 0 if args.prompt else len(prompts),
                               "configs": []}
     if args.prompt:
-        result.update(given_prompts=len(args.prompt), repeat=max(1, args.repeat))
+        result.update(given_prompts=len(args.prompt), repeat=repeat)
     training = json.loads((Path(pipe.source) / "vidrt.json").read_text()).get("_training") \
         if (Path(pipe.source) / "vidrt.json").is_file() else None
     if training:

@@ -49,6 +49,7 @@ __all__ = ["Score", "ObjectScore", "score", "mean_scores", "WORK_SIZE"]
 
 WORK_SIZE = 64
 _FLOOR = 0.05
+CRITERIA = ("presence", "shape", "motion", "background", "temporal", "continuity", "clean")  # see the docstring
 _GLITCHES_OK, _GLITCHES_ZERO = 0.02, 0.2   # temporal: bad-transition rate scoring 1 / 0
 _CLUTTER_OK, _CLUTTER_ZERO = 0.005, 0.06    # clean: share of the frame covered by unasked objects scoring 1 / 0
 _RATIO, _ABS = 0.8, 110.0
@@ -94,8 +95,7 @@ class Score:
 
     @property
     def criteria(self) -> dict[str, float]:
-        names = ("presence", "shape", "motion", "background", "temporal", "continuity", "clean")
-        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+        return {n: getattr(self, n) for n in CRITERIA if getattr(self, n) is not None}
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -442,7 +442,7 @@ def mean_scores(scores: Sequence[Score]) -> dict[str, Optional[float]]:
     """Adherence and each criterion averaged over several clips' scores (None where no clip has the criterion,
     e.g. motion over images)."""
     out: dict[str, Optional[float]] = {}
-    for name in ("adherence", "presence", "shape", "motion", "background", "temporal", "continuity", "clean"):
+    for name in ("adherence",) + CRITERIA:
         vals = [getattr(s, name) for s in scores if getattr(s, name) is not None]
         out[name] = float(np.mean(vals)) if vals else None
     return out

@@ -34,6 +34,7 @@ def test_eval_given_prompts_with_repeats(tiny_wan, tmp_path):
                     "1", "--no-vae", "--out", str(tmp_path), "--name", "g"]) == 0
     res = json.loads((tmp_path / "g.json").read_text())
     assert res["given_prompts"] == 2 and res["repeat"] == 2 and res["configs"][0]["prompts"] == 4
+    assert res["held_out_prompts"] == 0                       # none of the held-out set was scored
     assert "Given prompts: 2 x 2 seeds" in (tmp_path / "g.md").read_text()
 
 
