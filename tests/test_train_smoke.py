@@ -250,3 +250,79 @@ def test_probe_vae_scores_a_short_image_dit_on_a_vae(tmp_path):
     torch.save(state, tmp_path / "unfinished.pt")
     with pytest.raises(SystemExit, match="not a finished VAE"):
         tool.probe(tmp_path / "unfinished.pt", tmp_path / "p2", preset="smoke", steps=1)
+
+
+def _smoke_cache(script, renderer, **changes):
+    import dataclasses
+    p = dataclasses.replace(script.PRESETS["smoke"], **changes)
+    torch.manual_seed(0)
+    vae = script.make_vae(p).eval().requires_grad_(False)
+    return p, vae, script.LatentCache(p, renderer)
+
+
+def test_batched_data_feed_is_the_same_stream_with_or_without_worker_processes():
+    """data_batch > 0 (the GPU path): new clips come a batch of one bucket at a time, join the cache FEED_LAG
+    steps after they are drawn, and are the same clips whether rendered inline or by worker processes; a batch
+    encoded in one VAE call matches clips encoded one at a time."""
+    script = _load_script()
+    caches = []
+    for workers in (0, 2):
+        renderer = script.Renderer(workers)
+        try:
+            p, vae, cache = _smoke_cache(script, renderer, data_batch=3, new_clips_per_step=1.5)
+            rng = np.random.default_rng(7)
+            sizes = []
+            for _ in range(8):
+                cache.feed(vae, rng, torch.device("cpu"))
+                sizes.append(cache.added)
+        finally:
+            renderer.close()
+        caches.append((cache, rng.random()))
+        # 1.5 clips a step in batches of 3: a batch drawn on steps 2, 4, 6, 8, added FEED_LAG (4) steps later
+        assert sizes == [0, 0, 0, 0, 0, 3, 3, 6]
+        assert len(cache.pending) == 2
+    (a, ra), (b, rb) = caches
+    assert ra == rb   # the same random draws
+    for bucket in a.buckets:
+        assert len(a.items[bucket]) == len(b.items[bucket])
+        for x, y in zip(a.items[bucket], b.items[bucket]):
+            assert x[2] == y[2] and torch.equal(x[0], y[0]) and torch.equal(x[1], y[1])
+    # one VAE call for the batch vs one per clip: same latents (fp16 rounding) and masks
+    bucket = next(k for k, v in a.items.items() if len(v) >= 3)
+    frames, h, w = bucket
+    x = torch.stack([script.render_clip(pr, frames, h, w, s) for pr, s in
+                     (("a red circle moves right", 1), ("a blue square stays still", 2), ("a green triangle grows", 3))])
+    _, vae, _ = _smoke_cache(script, None)
+    batched = script.encode_for_dit(vae, x, ["p0", "p1", "p2"])
+    for i, item in enumerate(batched):
+        single = script.encode_for_dit(vae, x[i:i + 1], [f"p{i}"])[0]
+        assert item[2] == single[2] == f"p{i}" and torch.equal(item[1], single[1])
+        torch.testing.assert_close(item[0].float(), single[0].float(), atol=2e-3, rtol=2e-3)
+
+
+def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, monkeypatch):
+    """--fit-dit-minutes: after FIT_AFTER timed steps the DiT stage's length becomes what the measured speed does
+    in the budget; the run ends there as a finished stage (schedule complete) and records the count; a finished
+    stage's checkpoint stripped to its EMA weights is still loadable as finished (what a GPU run brings back)."""
+    script = _load_script()
+    monkeypatch.setattr(script, "FIT_AFTER", 6)
+    renderer = script.Renderer(0)
+    p, vae, _ = _smoke_cache(script, renderer, data_batch=2, new_clips_per_step=1.0, dit_steps=10_000)
+    ck = script.Checkpoints(tmp_path)
+    t0 = __import__("time").time()
+    state = script.train_dit(p, ck, vae, 0, torch.device("cpu"), None, None, fit_minutes=0.1)
+    took = __import__("time").time() - t0
+    assert state["done"] and state["step"] == state["steps"] and 6 < state["steps"] < 10_000
+    assert took < 0.1 * 60 + 10   # it ended near its budget (warm-up of the cache comes on top)
+    saved = torch.load(tmp_path / "dit.pt", weights_only=False)
+    assert saved["steps"] == state["steps"] and saved["cache"]["added"] >= state["steps"] - script.FEED_LAG
+    slim = {k: saved[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
+    torch.save(slim, tmp_path / "dit.pt")
+    again = script.train_dit(dataclasses_replace(p, dit_steps=state["steps"]), ck, vae, 0, torch.device("cpu"),
+                             None, None)
+    assert again["step"] == state["step"] and "opt" not in again
+
+
+def dataclasses_replace(p, **kw):
+    import dataclasses
+    return dataclasses.replace(p, **kw)

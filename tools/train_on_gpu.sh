@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# DiT stage of the default model on one GPU: several recipes ("arms") trained side by side on the same card
+# (each arm is launch-bound -- a step of this small DiT is a few hundred tiny kernels -- so they share it well),
+# each from scratch on a finished VAE, each ending after FIT_MIN minutes of training (--fit-dit-minutes sets the
+# step count, so the learning-rate schedule completes). Writes per arm its log and its finished DiT stage
+# stripped to the EMA weights (ARM_dit.pt, what --export-only and the causal stage need) under OUT.
+#
+#   tools/train_on_gpu.sh VAE_DIR OUT [FIT_MIN]
+#
+# EXTRA (environment): more arguments for every arm (e.g. a quick check on the CPU: DEVICE=cpu EXTRA="--set
+# dit_tokens_per_batch=144 --set cache_warm=2").
+# VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice).
+# Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
+# train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
+# the model and train the causal variant. Needs torch with CUDA; vidrt need not be installed.
+set -u
+VAE_DIR=$1; OUT=$2; FIT_MIN=${3:-8}; DEVICE=${DEVICE:-cuda}; PY=${PYTHON:-python3}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+PKG=/tmp/vidrt_pkg
+rm -rf "$PKG" && mkdir -p "$PKG"
+cp -r "$REPO/runtime" "$PKG/vidrt" && cp -r "$REPO/kernels" "$PKG/vidrt/kernels" && cp -r "$REPO/export" "$PKG/vidrt/export"
+export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
+
+# the frame-local VAE recipe (sessions 5-6) and GPU data throughput: 8x run 3's tokens per batch, new clips
+# rendered 16 at a time by worker processes, a larger cache
+COMMON=(--set vae_frame_local=true --set vae_temporal_steps=3000 --set data_batch=16 --set new_clips_per_step=2
+        --set cache_per_bucket=2000 --set cache_warm=100 --set checkpoint_minutes=0
+        --set dit_tokens_per_batch=9216 --set dit_max_batch=256)
+declare -A ARMS
+ARMS[small]="--set dit_lr=6e-4"
+ARMS[wide]="--set dit_lr=5e-4 --set dit_dim=192 --set dit_heads=3 --set dit_layers=6 --set dit_ffn=576"
+
+for arm in "${!ARMS[@]}"; do
+  work=/tmp/work_$arm
+  mkdir -p "$work" && cp "$VAE_DIR"/vae.pt "$VAE_DIR"/vae_temporal.pt "$work"/
+  # shellcheck disable=SC2086
+  "$PY" "$REPO/tools/train_default_model.py" --workdir "$work" --device "$DEVICE" --threads 2 --render-workers 4 \
+    --causal-steps 0 --vae-decoder-steps 0 --no-export --dit-steps 1000000 \
+    --fit-dit-minutes "$FIT_MIN" --dit-max-minutes "$($PY -c "print($FIT_MIN + 0.5)")" \
+    "${COMMON[@]}" ${ARMS[$arm]} ${EXTRA:-} > "$OUT/${arm}.log" 2>&1 &
+done
+wait
+for arm in "${!ARMS[@]}"; do
+  "$PY" - "$arm" "$OUT" <<'EOF'
+import sys, torch
+arm, out = sys.argv[1:]
+s = torch.load(f"/tmp/work_{arm}/dit.pt", map_location="cpu", weights_only=False)
+keep = {k: s[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
+torch.save(keep, f"{out}/{arm}_dit.pt")
+print(arm, "step", s["step"], "of", s["steps"], "done", s["done"], "clips encoded", s["cache"]["added"],
+      "minutes", round(s["elapsed"] / 60, 2))
+EOF
+  grep -E "steps/s|step [0-9]+ \(" "$OUT/${arm}.log" | tail -3
+done
