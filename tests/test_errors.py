@@ -116,6 +116,24 @@ def test_embedded_causal_model_loads_or_says_how_to_get_it(monkeypatch, tmp_path
         vidrt.Pipeline.from_pretrained("default-causal", transformer=tmp_path)
 
 
+def test_embedded_models_fit_the_package_budget():
+    """The embedded default model and its causal DiT ship as package data: safetensors <= 40 MB together, and
+    the causal DiT has the default DiT's architecture (it runs on the same VAE and text encoder)."""
+    import json
+
+    import vidrt.pipeline as P
+
+    base, causal = P.embedded_model_path(), P.embedded_model_path(causal=True)
+    if not (base / "model_index.json").is_file():
+        pytest.skip("this build has no embedded model")
+    size = sum(f.stat().st_size for d in (base, causal) for f in d.rglob("*.safetensors"))
+    assert size <= 40e6, f"embedded models take {size / 1e6:.1f} MB of safetensors (budget 40 MB)"
+    if P.embedded_causal_transformer() is not None:
+        a, b = (json.loads((d / "transformer" / "config.json").read_text()) for d in (base, causal))
+        keys = ("num_attention_heads", "attention_head_dim", "num_layers", "ffn_dim", "text_dim")
+        assert all(a[k] == b[k] for k in keys)
+
+
 def test_cli_stream_defaults_to_the_embedded_causal_model(tmp_path):
     """`vidrt stream` without --model runs the embedded causal variant (KV-cached chunks) when it is bundled."""
     import json
