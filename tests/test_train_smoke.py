@@ -326,3 +326,14 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
 def dataclasses_replace(p, **kw):
     import dataclasses
     return dataclasses.replace(p, **kw)
+
+
+def test_gpu_preset_is_the_shipped_recipe():
+    """The gpu preset: the frame-local VAE recipe, the 192-dim / 6-layer DiT (3.50 M parameters, the shipped
+    model's), batched data; run 3's CPU recipe stays the full preset."""
+    script = _load_script()
+    gpu, full = script.PRESETS["gpu"], script.PRESETS["full"]
+    assert gpu.vae_frame_local and gpu.vae_temporal_steps > 0 and gpu.data_batch > 0 and full.data_batch == 0
+    assert sum(x.numel() for x in script.make_dit(gpu).parameters()) == pytest.approx(3.50e6, rel=0.01)
+    assert sum(x.numel() for x in script.make_dit(full).parameters()) == pytest.approx(1.11e6, rel=0.01)
+    assert script.encoder_checkpoint(gpu) == "vae_temporal.pt"

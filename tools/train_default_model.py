@@ -227,7 +227,17 @@ class Preset:
 
 
 PRESETS = {
+    # run 3's recipe, for a CPU (the model shipped until session 7)
     "full": Preset("full"),
+    # the shipped model (session 7): the frame-local VAE recipe of runs 5-6 (on the CPU), then a 3x wider DiT
+    # trained with 8x run 3's tokens per batch on one GPU (~11 min on an H200 beside a second run; the new clips
+    # rendered by worker processes): tools/train_on_gpu.sh, benchmarks/results/gpu_training_h200.md. Its VAE
+    # export uses the VAE's own decoder (no blend phase)
+    "gpu": Preset(
+        "gpu", vae_frame_local=True, vae_temporal_steps=3000, vae_long_steps=0,
+        dit_dim=192, dit_heads=3, dit_layers=6, dit_ffn=576, dit_lr=5e-4, dit_steps=11916,
+        dit_tokens_per_batch=9216, dit_max_batch=256, data_batch=16, new_clips_per_step=2.0, cache_per_bucket=2000,
+        cache_warm=100, vae_decoder_steps=0),
     "smoke": Preset(
         "smoke", vae_base_dim=4, vae_z_dim=4, vae_dim_mult=(1, 1, 2, 2), vae_steps=6, vae_lr=1e-3,
         vae_buckets=((1, 32, 32, 0, 2, 1), (5, 64, 64, 32, 1, 1)),

@@ -22,14 +22,12 @@ cp -r "$REPO/runtime" "$PKG/vidrt" && cp -r "$REPO/kernels" "$PKG/vidrt/kernels"
 export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 
-# the frame-local VAE recipe (sessions 5-6) and GPU data throughput: 8x run 3's tokens per batch, new clips
-# rendered 16 at a time by worker processes, a larger cache
-COMMON=(--set vae_frame_local=true --set vae_temporal_steps=3000 --set data_batch=16 --set new_clips_per_step=2
-        --set cache_per_bucket=2000 --set cache_warm=100 --set checkpoint_minutes=0
-        --set dit_tokens_per_batch=9216 --set dit_max_batch=256)
+# the gpu preset (the shipped model's recipe: frame-local VAE, GPU data throughput, the 192-dim DiT) and a second
+# arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds
+COMMON=(--preset gpu --set checkpoint_minutes=0)
 declare -A ARMS
-ARMS[small]="--set dit_lr=6e-4"
-ARMS[wide]="--set dit_lr=5e-4 --set dit_dim=192 --set dit_heads=3 --set dit_layers=6 --set dit_ffn=576"
+ARMS[wide]=""
+ARMS[small]="--set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384"
 
 for arm in "${!ARMS[@]}"; do
   work=/tmp/work_$arm
