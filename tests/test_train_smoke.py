@@ -309,11 +309,8 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     renderer = script.Renderer(0)
     p, vae, _ = _smoke_cache(script, renderer, data_batch=2, new_clips_per_step=1.0, dit_steps=10_000)
     ck = script.Checkpoints(tmp_path)
-    t0 = __import__("time").time()
     state = script.train_dit(p, ck, vae, 0, torch.device("cpu"), None, None, fit_minutes=0.1)
-    took = __import__("time").time() - t0
     assert state["done"] and state["step"] == state["steps"] and 6 < state["steps"] < 10_000
-    assert took < 0.1 * 60 + 10   # it ended near its budget (warm-up of the cache comes on top)
     saved = torch.load(tmp_path / "dit.pt", weights_only=False)
     assert saved["steps"] == state["steps"] and saved["cache"]["added"] >= state["steps"] - script.FEED_LAG
     slim = {k: saved[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
@@ -321,6 +318,12 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     again = script.train_dit(dataclasses_replace(p, dit_steps=state["steps"]), ck, vae, 0, torch.device("cpu"),
                              None, None)
     assert again["step"] == state["step"] and "opt" not in again
+    # the export records the fitted count as the planned one (not the --dit-steps the run started with)
+    pytest.importorskip("diffusers")
+    info = script.export(dataclasses_replace(p, dit_steps=script.PRESETS["smoke"].dit_steps), vae, again,
+                         tmp_path / "model")
+    assert info["dit_steps_planned"] == state["steps"] == info["dit_step"] and info["dit_done"]
+    assert info["changed_from_preset"]["dit_steps"] == state["steps"]
 
 
 def dataclasses_replace(p, **kw):
