@@ -340,3 +340,66 @@ def test_gpu_preset_is_the_shipped_recipe():
     assert sum(x.numel() for x in script.make_dit(gpu).parameters()) == pytest.approx(3.50e6, rel=0.01)
     assert sum(x.numel() for x in script.make_dit(full).parameters()) == pytest.approx(1.11e6, rel=0.01)
     assert script.encoder_checkpoint(gpu) == "vae_temporal.pt"
+
+
+def test_dit_init_starts_a_new_stage_from_an_earlier_one(tmp_path):
+    """--dit-init: the DiT stage starts from another run's EMA weights (fresh optimizer, data and schedule), records
+    where it came from, and a checkpoint of another architecture stops with the fix named."""
+    script = _load_script()
+    p, vae, _ = _smoke_cache(script, None, dit_steps=3)
+    first = script.train_dit(p, script.Checkpoints(tmp_path / "a"), vae, 0, torch.device("cpu"), None, None)
+    slim = {k: first[k] for k in ("ema_dit", "ema_text", "step", "elapsed")}
+    # zero steps on top: the new stage's weights are exactly the ones it started from
+    again = script.train_dit(dataclasses_replace(p, dit_steps=0), script.Checkpoints(tmp_path / "b"), vae, 0,
+                             torch.device("cpu"), None, None, init=slim)
+    assert all(torch.equal(again["ema_dit"][k], first["ema_dit"][k]) for k in first["ema_dit"])
+    assert again["init"]["step"] == 3 and again["step"] == 0
+    more = script.train_dit(p, script.Checkpoints(tmp_path / "c"), vae, 0, torch.device("cpu"), None, None, init=slim)
+    assert more["step"] == 3 and not torch.equal(more["ema_dit"]["proj_out.weight"], first["ema_dit"]["proj_out.weight"])
+    with pytest.raises(SystemExit, match="does not fit this preset's DiT"):
+        script.train_dit(dataclasses_replace(p, dit_dim=64), script.Checkpoints(tmp_path / "d"), vae, 0,
+                         torch.device("cpu"), None, None, init=slim)
+    torch.save({"nope": 1}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit, match="not a DiT stage checkpoint"):
+        script.main(["--preset", "smoke", "--workdir", str(tmp_path / "e"), "--dit-init", str(tmp_path / "bad.pt"),
+                     "--stage", "all", "--no-export"])
+
+
+def test_dit_init_from_the_exported_embedded_model(tmp_path):
+    """--dit-init on an exported folder (the embedded model): its EMA DiT and text encoder load strictly into the
+    gpu preset's modules, with its step count -- training can continue from the package on a later GPU."""
+    import vidrt.pipeline as P
+
+    script = _load_script()
+    folder = P.embedded_model_path()
+    if not (folder / "model_index.json").is_file():
+        pytest.skip("this build has no embedded model")
+    state = script.exported_dit_state(folder)
+    p = script.PRESETS["gpu"]
+    tok = script.make_tokenizer(p)
+    script.make_dit(p).load_state_dict(state["ema_dit"])
+    script.make_text_encoder(p, len(tok)).load_state_dict(state["ema_text"])
+    assert state["step"] == json.loads((folder / "vidrt.json").read_text())["_training"]["dit_step"] > 0
+    with pytest.raises(SystemExit, match="not an exported default-model folder"):
+        script.exported_dit_state(tmp_path)
+
+
+def test_vae_from_the_exported_embedded_model(tmp_path):
+    """--vae-from: the embedded model's VAE becomes a workdir's finished VAE chain (the DiT stages then run on a
+    machine without the run's checkpoints, e.g. a lent GPU); a VAE of another size stops with the problem named."""
+    import vidrt.pipeline as P
+    from safetensors.torch import load_file
+
+    script = _load_script()
+    folder = P.embedded_model_path()
+    if not (folder / "model_index.json").is_file():
+        pytest.skip("this build has no embedded model")
+    p, ck = script.PRESETS["gpu"], script.Checkpoints(tmp_path)
+    script.write_vae_from_export(folder, p, ck)
+    vae = script.train_encoder(p, ck, 0, torch.device("cpu"), None)
+    ref = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(vae.state_dict()[k], ref[k]) for k in ref)
+    cfg = json.loads((folder / "vae" / "config.json").read_text())
+    assert list(vae.config.latents_std) == pytest.approx(cfg["latents_std"])
+    with pytest.raises(SystemExit, match="does not fit this preset"):
+        script.write_vae_from_export(folder, script.PRESETS["smoke"], script.Checkpoints(tmp_path / "s"))

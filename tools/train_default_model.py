@@ -906,8 +906,13 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
     dit = make_dit(p).to(device)
     text = make_text_encoder(p, len(tokenizer)).to(device)
     if init is not None:
-        dit.load_state_dict(init["ema_dit"]), text.load_state_dict(init["ema_text"])
+        try:
+            dit.load_state_dict(init["ema_dit"]), text.load_state_dict(init["ema_text"])
+        except (KeyError, RuntimeError) as e:
+            raise SystemExit(f"{what}: the starting checkpoint does not fit this preset's DiT / text encoder "
+                             f"({str(e).splitlines()[0][:200]}); pass the --set flags of the run that made it") from None
         torch.manual_seed(seed)
+        logger.info("%s: starting from the EMA weights of an earlier stage (step %d)", what, init["step"])
     ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
     params = list(dit.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=device.type == "cuda")
@@ -940,7 +945,9 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
         return {"dit": dit.state_dict(), "text": text.state_dict(), "ema_dit": ema_dit.state_dict(),
                 "ema_text": ema_text.state_dict(), "opt": opt.state_dict(), "cache": cache.state(),
                 "rng": rng_state(rng), "step": step, "steps": steps, "done": done,
-                "elapsed": elapsed0 + time.time() - t_start, "preset": dataclasses.asdict(p)}
+                "elapsed": elapsed0 + time.time() - t_start, "preset": dataclasses.asdict(p),
+                "init": None if init is None else {"step": init["step"], "elapsed": init.get("elapsed", 0.0),
+                                                   "init": init.get("init")}}
 
     bar = tqdm(total=steps, initial=step, desc=name.removesuffix(".pt"), unit="step", mininterval=10)
     dit.train(), text.train()
@@ -996,8 +1003,10 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
 
 def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.device,
               max_minutes: Optional[float], stop_at: Optional[float], render_workers: int = 0,
-              fit_minutes: Optional[float] = None) -> dict:
-    """Text-to-video flow matching of the DiT + text encoder on the bucketed latent cache."""
+              fit_minutes: Optional[float] = None, init: Optional[dict] = None) -> dict:
+    """Text-to-video flow matching of the DiT + text encoder on the bucketed latent cache; ``init``: a finished
+    DiT stage whose EMA weights it starts from (fresh optimizer, data and schedule: training carried across
+    sessions / machines)."""
     renderer = Renderer(render_workers if p.data_batch > 0 else 0)
     cache = LatentCache(p, renderer)
 
@@ -1034,7 +1043,7 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
     try:
         return run_denoiser_stage(p, ck, name="dit.pt", what="DiT", steps=p.dit_steps, lr=p.dit_lr, warmup=200,
                                   seed=seed + 1, device=device, cache=cache, warm=warm, step_loss=step_loss,
-                                  max_minutes=max_minutes, stop_at=stop_at, fit_minutes=fit_minutes)
+                                  max_minutes=max_minutes, stop_at=stop_at, fit_minutes=fit_minutes, init=init)
     finally:
         renderer.close()
 
@@ -1204,10 +1213,52 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     info = {"preset": p.name, "dit_step": dit_state["step"], "dit_steps_planned": trained.get("dit_steps", p.dit_steps),
             "dit_done": bool(dit_state.get("done")), "trained_minutes_dit": round(dit_state.get("elapsed", 0) / 60, 1),
             "changed_from_preset": preset_changes(p, trained)}
+    if dit_state.get("init"):   # started from an earlier DiT stage (--dit-init): its step count and time
+        info["dit_init"] = dit_state["init"]
     (out / "vidrt.json").write_text(json.dumps({**defaults, "_training": info}, indent=2) + "\n")
     size = sum(f.stat().st_size for f in out.rglob("*.safetensors"))
     logger.info("exported %s: %.1f MB of safetensors", out, size / 1e6)
     return {**info, "safetensors_mb": round(size / 1e6, 2)}
+
+
+def exported_dit_state(folder: Path) -> dict:
+    """The DiT stage state an exported model folder holds (its EMA DiT and text encoder, step and minutes from
+    vidrt.json): what ``--dit-init`` continues from when the run's own checkpoints are gone."""
+    from safetensors.torch import load_file
+
+    try:
+        dit = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+        text = load_file(str(folder / "text_encoder" / "model.safetensors"))
+        info = json.loads((folder / "vidrt.json").read_text()).get("_training", {})
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--dit-init {folder}: not an exported default-model folder ({e})") from None
+    if "shared.weight" in text:   # save_pretrained drops the tied copy of the embedding
+        text.setdefault("encoder.embed_tokens.weight", text["shared.weight"])
+    return {"ema_dit": dit, "ema_text": text, "step": info.get("dit_step", 0),
+            "elapsed": 60 * info.get("trained_minutes_dit", 0.0), "init": info.get("dit_init")}
+
+
+def write_vae_from_export(folder: Path, p: Preset, ck: Checkpoints) -> None:
+    """Write the finished VAE checkpoints of ``p``'s chain (the VAE stage, and the long-window phase when the
+    preset has one) from an exported model folder's VAE and latent statistics, so the DiT stages can run on a
+    machine without the run's own checkpoints (``--vae-from``)."""
+    from safetensors.torch import load_file
+
+    try:
+        model = load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors"))
+        cfg = json.loads((folder / "vae" / "config.json").read_text())
+        stats = {"latents_mean": tuple(cfg["latents_mean"]), "latents_std": tuple(cfg["latents_std"])}
+    except (OSError, ValueError, KeyError) as e:
+        raise SystemExit(f"--vae-from {folder}: not an exported default-model folder ({e})") from None
+    vae = make_vae(p)
+    try:
+        vae.load_state_dict(model)
+    except RuntimeError as e:
+        raise SystemExit(f"--vae-from {folder}: its VAE does not fit this preset's ({str(e).splitlines()[0][:200]})") from None
+    names = {VAE_PHASES["vae"][0], encoder_checkpoint(p)}
+    for name in names:
+        ck.save(name, {"model": model, "latent_stats": stats, "step": 0, "done": True, "from": str(folder),
+                       "preset": dataclasses.asdict(p)})
 
 
 def export_causal(p: Preset, state: dict, out: Path) -> dict:
@@ -1272,6 +1323,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--vae-steps", type=int, default=None)
     ap.add_argument("--dit-steps", type=int, default=None)
+    ap.add_argument("--vae-from", type=Path, default=None,
+                    help="an exported model folder (e.g. runtime/assets/default) whose VAE becomes this workdir's "
+                         "finished VAE, so the DiT stages run without training one")
+    ap.add_argument("--dit-init", type=Path, default=None,
+                    help="a finished DiT stage checkpoint (dit.pt; its EMA weights suffice) to start the DiT stage "
+                         "from instead of random weights: a new schedule of --dit-steps on top of it")
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
@@ -1310,6 +1367,17 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.causal_steps = args.causal_steps
     if args.vae_decoder_steps is not None:
         p.vae_decoder_steps = args.vae_decoder_steps
+    dit_init = None   # checked before any training starts
+    if args.dit_init is not None:
+        if args.dit_init.is_dir():
+            dit_init = exported_dit_state(args.dit_init)
+        elif args.dit_init.is_file():
+            dit_init = torch.load(args.dit_init, map_location="cpu", weights_only=False)
+        else:
+            raise SystemExit(f"--dit-init {args.dit_init}: no such file or folder (a dit.pt of an earlier run, or "
+                             "an exported model folder such as runtime/assets/default)")
+        if not isinstance(dit_init, dict) or "ema_dit" not in dit_init or "step" not in dit_init:
+            raise SystemExit(f"--dit-init {args.dit_init}: not a DiT stage checkpoint (needs ema_dit, ema_text, step)")
     workdir = args.workdir or REPO / "runs" / ("default_model" if p.name == "full" else f"default_model_{p.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
@@ -1319,6 +1387,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                           ("cpu" if args.device == "auto" else args.device))
     random.seed(args.seed)
     ck = Checkpoints(workdir)
+    if args.vae_from is not None:
+        write_vae_from_export(args.vae_from, p, ck)
     logger.info("preset %s, seed %d, device %s, workdir %s", p.name, args.seed, device, workdir)
     if device.type == "cuda":   # tf32 matrix units: ~3e-4 relative error per product, far below the loss noise
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -1363,7 +1433,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     t0 = time.time()
     dit_state = train_dit(p, ck, vae, args.seed, device, args.dit_max_minutes, args.stop_at,
-                          render_workers=args.render_workers, fit_minutes=args.fit_dit_minutes)
+                          render_workers=args.render_workers, fit_minutes=args.fit_dit_minutes, init=dit_init)
     times["dit_s"] = time.time() - t0
     causal_state = None
     if p.causal_steps > 0 and dit_state.get("done"):

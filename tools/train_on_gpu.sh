@@ -3,16 +3,23 @@
 # (each arm is launch-bound -- a step of this small DiT is a few hundred tiny kernels -- so they share it well),
 # each from scratch on a finished VAE, each ending after FIT_MIN minutes of training (--fit-dit-minutes sets the
 # step count, so the learning-rate schedule completes). Writes per arm its log and its finished DiT stage
-# stripped to the EMA weights (ARM_dit.pt, what --export-only and the causal stage need) under OUT.
+# stripped to the EMA weights (ARM_dit.pt, what --export-only and the causal stage need; ARM_causal.pt with
+# CAUSAL_STEPS) under OUT.
 #
 #   tools/train_on_gpu.sh VAE_DIR OUT [FIT_MIN]
 #
 # EXTRA (environment): more arguments for every arm (e.g. a quick check on the CPU: DEVICE=cpu EXTRA="--set
 # dit_tokens_per_batch=144 --set cache_warm=2").
-# VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice).
+# VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice) or is an
+# exported model folder whose VAE is used (runtime/assets/default: the package alone is enough). The next GPU
+# session's call, continuing the shipped DiT beside a wider one:
+#   INIT=runtime/assets/default ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768" \
+#     CAUSAL_STEPS=1500 tools/train_on_gpu.sh runtime/assets/default $OUT 8
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
 # train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
 # the model and train the causal variant. Needs torch with CUDA; vidrt need not be installed.
+# A workdir an earlier call left on the same (warm) machine is resumed: call again with a larger FIT_MIN to
+# continue (session 7: 7.5 then 10.8); on a fresh machine every arm starts over.
 set -u
 VAE_DIR=$1; OUT=$2; FIT_MIN=${3:-8}; DEVICE=${DEVICE:-cuda}; PY=${PYTHON:-python3}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,31 +30,40 @@ export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 
 # the gpu preset (the shipped model's recipe: frame-local VAE, GPU data throughput, the 192-dim DiT) and a second
-# arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds
+# arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds.
+# INIT (environment): a dit.pt or an exported model folder (e.g. runtime/assets/default) the wide arm starts from
+# (--dit-init: GPU training carried across sessions). ALT: the second arm's flags (default: run 3's small DiT).
+# CAUSAL_STEPS: also fine-tune the causal DiT on the card (default 0: the CPU does it, ~13 min at 1 thread).
 COMMON=(--preset gpu --set checkpoint_minutes=0)
 declare -A ARMS
-ARMS[wide]=""
-ARMS[small]="--set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384"
+ARMS[wide]="${INIT:+--dit-init $REPO/$INIT}"
+ARMS[alt]="${ALT:---set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384}"
 
 for arm in "${!ARMS[@]}"; do
   work=/tmp/work_$arm
-  mkdir -p "$work" && cp "$VAE_DIR"/vae.pt "$VAE_DIR"/vae_temporal.pt "$work"/
+  mkdir -p "$work"
+  if [ -f "$VAE_DIR/model_index.json" ]; then VAE_ARGS=(--vae-from "$VAE_DIR")   # an exported model's VAE
+  else VAE_ARGS=(); cp "$VAE_DIR"/vae.pt "$VAE_DIR"/vae_temporal.pt "$work"/; fi
   # shellcheck disable=SC2086
   "$PY" "$REPO/tools/train_default_model.py" --workdir "$work" --device "$DEVICE" --threads 2 --render-workers 4 \
-    --causal-steps 0 --vae-decoder-steps 0 --no-export --dit-steps 1000000 \
+    --causal-steps "${CAUSAL_STEPS:-0}" --vae-decoder-steps 0 --no-export --dit-steps 1000000 \
     --fit-dit-minutes "$FIT_MIN" --dit-max-minutes "$($PY -c "print($FIT_MIN + 0.5)")" \
-    "${COMMON[@]}" ${ARMS[$arm]} ${EXTRA:-} > "$OUT/${arm}.log" 2>&1 &
+    "${COMMON[@]}" "${VAE_ARGS[@]}" ${ARMS[$arm]} ${EXTRA:-} > "$OUT/${arm}.log" 2>&1 &
 done
 wait
 for arm in "${!ARMS[@]}"; do
   "$PY" - "$arm" "$OUT" <<'EOF'
-import sys, torch
+import os, sys, torch
 arm, out = sys.argv[1:]
-s = torch.load(f"/tmp/work_{arm}/dit.pt", map_location="cpu", weights_only=False)
-keep = {k: s[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
-torch.save(keep, f"{out}/{arm}_dit.pt")
-print(arm, "step", s["step"], "of", s["steps"], "done", s["done"], "clips encoded", s["cache"]["added"],
-      "minutes", round(s["elapsed"] / 60, 2))
+for stage in ("dit", "causal"):
+    path = f"/tmp/work_{arm}/{stage}.pt"
+    if not os.path.exists(path):
+        continue
+    s = torch.load(path, map_location="cpu", weights_only=False)
+    keep = {k: s[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset", "init") if k in s}
+    torch.save(keep, f"{out}/{arm}_{stage}.pt")
+    print(arm, stage, "step", s["step"], "of", s.get("steps"), "done", s["done"], "clips encoded",
+          s["cache"]["added"], "minutes", round(s["elapsed"] / 60, 2))
 EOF
   grep -E "steps/s|step [0-9]+ \(" "$OUT/${arm}.log" | tail -3
 done
