@@ -798,7 +798,7 @@ def ring_insert(items: list, item: Any, capacity: int, rng: np.random.Generator)
         items[int(rng.integers(len(items)))] = item
 
 
-FIT_AFTER = 300   # steps timed before --fit-dit-minutes sets the DiT stage's length
+FIT_AFTER = 300   # steps timed before --fit-dit-minutes sets the DiT stage's length (refitted at 4x and 16x)
 FEED_LAG = 4   # DiT steps between drawing a batch of new clips (data_batch > 0) and adding it to the cache
 
 
@@ -974,13 +974,16 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
         bar.update()
         run_loss += loss.detach()
         run_n += 1
-        if fit_minutes is not None and step - step0 in (FIT_AFTER // 3, FIT_AFTER):
+        # timed from FIT_AFTER // 3 on (the first steps pay for allocation, kernel choice, cache warm-up), fitted
+        # at FIT_AFTER and refitted at 4x and 16x on the longer record (session 7: the speed over the first 300
+        # steps was ~7 % below the later speed, and the run ended early)
+        if fit_minutes is not None and step - step0 in (FIT_AFTER // 3, FIT_AFTER, 4 * FIT_AFTER, 16 * FIT_AFTER):
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            if t_fit is None:   # the first steps (allocator, kernel choice, cache warm-up) are not timed
+            if t_fit is None:
                 t_fit = time.time()
             else:
-                rate = (FIT_AFTER - FIT_AFTER // 3) / (time.time() - t_fit)
+                rate = (step - step0 - FIT_AFTER // 3) / (time.time() - t_fit)
                 left = 60 * fit_minutes - (elapsed0 + time.time() - t_start)
                 steps = max(step + 1, step + int(0.98 * left * rate))
                 bar.total = steps
