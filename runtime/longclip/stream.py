@@ -109,6 +109,7 @@ def stream(
     cache: Optional[str] = None,
     cache_threshold: Optional[float] = None,
     world: Optional[bool] = None,
+    canonical_prompts: bool = True,
     max_sequence_length: Optional[int] = None,
     progress: bool = False,
 ) -> Iterator[StreamPart]:
@@ -129,7 +130,10 @@ def stream(
     ``latency_target`` is seconds per part: the caching scheduler (``Pipeline.plan``) picks steps,
     step cache and CFG mode for one part from this device's cost model; each part's
     ``info["latency_target_met"]`` says whether it made it. ``world`` controls world-grammar
-    reference checks of the shot list (None: when the first prompt is a world prompt).
+    reference checks of the shot list (None: when the first prompt is a world prompt). For a world shot list
+    ``canonical_prompts`` conditions each shot on its scene as world training prompts write it
+    (``vidrt.world.shots.model_prompts``: "the red circle bounces" -> "a red circle bounces on a gray
+    background"; each part's ``info["model_prompt"]``); False: on the prompts as given.
     """
     d = pipe.defaults
     cfgm = pipe.transformer.config
@@ -145,6 +149,11 @@ def stream(
                           "chunk_frames=3 (its latent frames per chunk)")
     shot_list = as_shots(shots, seconds)
     is_world = check_references(shot_list, world)
+    texts = [s.prompt for s in shot_list]
+    if is_world and canonical_prompts:
+        from vidrt.world.shots import model_prompts
+
+        texts = model_prompts(texts)
 
     height = d.height if height is None else int(height)
     width = d.width if width is None else int(width)
@@ -193,7 +202,7 @@ def stream(
                 label, len(spans), total_latent, total_frames, seconds_total, fps, width, height)
     return _run(pipe, runner, label, spans, seed=seed, negative_prompt=negative_prompt, guidance=guidance,
                 max_sequence_length=max_sequence_length, fps=fps, seconds_total=seconds_total, shape=(c, hl, wl),
-                unit=unit, latency_target=latency_target, progress=progress, world=is_world)
+                unit=unit, latency_target=latency_target, progress=progress, world=is_world, texts=texts)
 
 
 def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[int, int]]:
@@ -211,7 +220,7 @@ def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[in
 
 def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative_prompt: Optional[str],
          guidance: float, max_sequence_length, fps: float, seconds_total: float, shape, unit: int,
-         latency_target: Optional[float], progress: bool, world: bool) -> Iterator[StreamPart]:
+         latency_target: Optional[float], progress: bool, world: bool, texts: list[str]) -> Iterator[StreamPart]:
     cfg = guidance > 1.0
     gen = torch.Generator("cpu").manual_seed(int(seed))
     decoder = pipe.vae.stream_decoder()
@@ -229,7 +238,7 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
             neg = shot.negative_prompt if shot.negative_prompt is not None else (
                 negative_prompt if negative_prompt is not None else pipe.defaults.negative_prompt)
             t0 = time.perf_counter()
-            ctx = pipe.encode_prompts([shot.prompt] + ([neg] if cfg else []), max_sequence_length)
+            ctx = pipe.encode_prompts([texts[span.index]] + ([neg] if cfg else []), max_sequence_length)
             kv = pipe.transformer.prepare_context(ctx)
             text_s = time.perf_counter() - t0
             if span.index > 0 and shot.cut == "hard":
@@ -255,7 +264,7 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                     first_s = now - t_start
                 frames_done += frames.shape[0]
                 elapsed = now - t_start
-                info: dict[str, Any] = {"world": world, **runner.stats}
+                info: dict[str, Any] = {"world": world, "model_prompt": texts[span.index], **runner.stats}
                 cache = getattr(runner, "cache", None)
                 if cache is not None:
                     info.update(kv_cache_bytes=cache.nbytes, kv_cached_tokens=cache.filled,

@@ -12,12 +12,12 @@ from vidrt.world.grammar import (BACKGROUNDS, COLORS, DEFAULT_BACKGROUND, GRAMMA
                                  tokenize, train_prompts, vocabulary)
 from vidrt.world.render import render
 from vidrt.world.score import ObjectScore, Score, mean_scores, score
-from vidrt.world.shots import Shot, parse_shots, render_shots, shot_lengths
+from vidrt.world.shots import Shot, model_prompts, parse_shots, render_shots, shot_lengths
 
 __all__ = [
     "COLORS", "SHAPES", "MOTIONS", "BACKGROUNDS", "DEFAULT_BACKGROUND", "MAX_OBJECTS", "GRAMMAR",
     "ObjectSpec", "Scene", "parse", "tokenize", "vocabulary", "sample_scene", "sample_prompt",
     "sample_train_prompt", "train_prompts", "is_held_out", "is_held_out_triple", "held_out_triples",
-    "held_out_prompts", "render", "Shot", "parse_shots", "shot_lengths", "render_shots", "Score",
+    "held_out_prompts", "render", "Shot", "parse_shots", "model_prompts", "shot_lengths", "render_shots", "Score",
     "ObjectScore", "score", "mean_scores",
 ]

@@ -10,6 +10,7 @@ Rules:
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -19,7 +20,7 @@ from vidrt.errors import PromptError, ShapeError
 from vidrt.world.grammar import BACKGROUNDS, COLORS, DEFAULT_BACKGROUND, GRAMMAR, Scene, parse
 from vidrt.world.render import _render_sequence
 
-__all__ = ["Shot", "parse_shots", "shot_lengths", "render_shots"]
+__all__ = ["Shot", "parse_shots", "model_prompts", "shot_lengths", "render_shots"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,20 @@ def parse_shots(prompts: Sequence[Union[str, Scene, Shot]]) -> list[Shot]:
             latest[obj.key] = oid
         shots.append(Shot(scene, tuple(ids), background))
     return shots
+
+
+def model_prompts(prompts: Sequence[Union[str, Scene, Shot]]) -> list[str]:
+    """Each shot as a model trained on single-shot world prompts reads it: references written as objects
+    ("the red circle" -> "a red circle"; in a stream the KV cache and the shot plan carry the identity) and the
+    inherited background named. The training data never says "the COLOR SHAPE": the embedded model, given it,
+    dropped the object in later shots (session 7: presence 0.53 vs 0.98 with "a", continuity 0.02 vs 0.58)."""
+    out = []
+    for shot in parse_shots(prompts):
+        text = " and ".join(dataclasses.replace(o, ref=False).text() for o in shot.scene.objects)
+        if shot.scene.background_given or shot.background != DEFAULT_BACKGROUND:
+            text += f" on a {shot.background} background"
+        out.append(text)
+    return out
 
 
 def shot_lengths(num_shots: int, frames_per_shot: Union[int, Sequence[int], None] = None,

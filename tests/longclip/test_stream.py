@@ -66,6 +66,17 @@ def test_shot_lists(causal_pipe, tmp_path):
     # the hard cut dropped the rolling window: after shot 2's first chunk the cache holds the sink + that chunk
     assert parts[2].info["kv_cached_tokens"] == 2 * 16 // 4 * 2
     assert sum(p.frames.shape[0] for p in parts) == 37
+    # the DiT reads each shot as world training prompts are written; the parts keep the prompts as given
+    assert [p.prompt for p in parts] == ["a red circle moves right"] * 2 + ["the red circle bounces"] * 3
+    assert {p.info["model_prompt"] for p in parts} == {"a red circle moves right", "a red circle bounces"}
+    # ... and that text is what conditions the DiT: verbatim "the" prompts give other frames, and writing the
+    # canonical prompts by hand gives the same frames bit for bit
+    seen = [Shot("a red circle moves right", 1.0), Shot("a red circle bounces", 1.5, "hard")]
+    same = list(causal_pipe.stream(seen, **GEN))
+    verbatim = list(causal_pipe.stream(f, canonical_prompts=False, **GEN))
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(parts, same))
+    assert verbatim[2].info["model_prompt"] == "the red circle bounces"
+    assert not np.array_equal(verbatim[2].frames, parts[2].frames)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"prompt": "a red circle", "secs": 2}]))
     with pytest.raises(PromptError, match="unknown keys: secs"):

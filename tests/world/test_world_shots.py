@@ -85,3 +85,21 @@ def test_shot_lengths():
     for kw in (dict(), dict(frames_per_shot=5, seconds_per_shot=1.0), dict(frames_per_shot=[5])):
         with pytest.raises(ShapeError):
             shot_lengths(2, **kw)
+
+
+def test_model_prompts_write_references_as_training_prompts():
+    """What a model trained on single-shot world prompts is given per shot: 'the X' written 'a X' / 'an X' (the
+    training data never says 'the'), the inherited background named, nothing else changed."""
+    from vidrt.world.shots import model_prompts
+
+    assert model_prompts(["a red circle moves right on a gray background", "the red circle bounces",
+                          "the red circle moves left and an orange square stays still"]) == [
+        "a red circle moves right on a gray background", "a red circle bounces on a gray background",
+        "a red circle moves left and an orange square stays still on a gray background"]
+    # the default background stays unnamed unless a shot names it (both forms are training prompts)
+    assert model_prompts(["an orange square grows", "the orange square shrinks"]) == [
+        "an orange square grows", "an orange square shrinks"]
+    assert model_prompts(["a blue circle stays still", "the blue circle grows on a white background"]) == [
+        "a blue circle stays still", "a blue circle grows on a white background"]
+    with pytest.raises(PromptError, match="no earlier shot"):
+        model_prompts(["a red circle moves right", "the blue square bounces"])
