@@ -15,6 +15,7 @@
 # session's call, continuing the shipped DiT beside a wider one:
 #   INIT=runtime/assets/default ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768" \
 #     CAUSAL_STEPS=1500 tools/train_on_gpu.sh runtime/assets/default $OUT 8
+# (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget)
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
 # train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
 # the model and train the causal variant. Needs torch with CUDA; vidrt need not be installed.
