@@ -313,6 +313,13 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     assert state["done"] and state["step"] == state["steps"] and 6 < state["steps"] < 10_000
     saved = torch.load(tmp_path / "dit.pt", weights_only=False)
     assert saved["steps"] == state["steps"] and saved["cache"]["added"] >= state["steps"] - script.FEED_LAG
+    # the causal stage fits its length the same way (--fit-causal-minutes) and the export records that count
+    causal = script.train_causal(dataclasses_replace(p, causal_steps=10_000), ck, vae, state, 0,
+                                 torch.device("cpu"), None, fit_minutes=0.05)
+    assert causal["done"] and causal["step"] == causal["steps"] and 6 < causal["steps"] < 10_000
+    pytest.importorskip("diffusers")
+    info = script.export_causal(p, causal, tmp_path / "causal_model")
+    assert info["causal_steps_planned"] == causal["steps"] == info["causal_step"]
     slim = {k: saved[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
     torch.save(slim, tmp_path / "dit.pt")
     again = script.train_dit(dataclasses_replace(p, dit_steps=state["steps"]), ck, vae, 0, torch.device("cpu"),

@@ -1114,7 +1114,7 @@ class LongClipCache:
 
 
 def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed: int, device: torch.device,
-                 max_minutes: Optional[float]) -> dict:
+                 max_minutes: Optional[float], fit_minutes: Optional[float] = None) -> dict:
     """Block-causal fine-tune of the DiT (diffusion forcing: an independent noise level per chunk, clean
     context chunks at timestep 0 as the stream's KV commit sees them), from the bidirectional EMA weights."""
     from vidrt.attention import MaskSpec
@@ -1150,7 +1150,7 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
 
     return run_denoiser_stage(p, ck, name="causal.pt", what="causal DiT", steps=p.causal_steps, lr=p.causal_lr,
                               warmup=100, seed=seed + 2, device=device, cache=cache, warm=warm,
-                              step_loss=step_loss, init=dit_state, max_minutes=max_minutes)
+                              step_loss=step_loss, init=dit_state, max_minutes=max_minutes, fit_minutes=fit_minutes)
 
 
 # ------------------------------------------------------------------------------------------- export
@@ -1283,7 +1283,7 @@ def export_causal(p: Preset, state: dict, out: Path) -> dict:
     cfg = json.loads((tdir / "config.json").read_text())
     cfg["num_frame_per_block"] = p.causal_chunk
     (tdir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    info = {"preset": p.name, "causal_step": state["step"], "causal_steps_planned": p.causal_steps,
+    info = {"preset": p.name, "causal_step": state["step"], "causal_steps_planned": state.get("steps", p.causal_steps),
             "causal_done": bool(state.get("done")), "trained_minutes": round(state.get("elapsed", 0) / 60, 1),
             "num_frame_per_block": p.causal_chunk, "base": "default"}
     (out / "vidrt.json").write_text(json.dumps({"_training": info}, indent=2) + "\n")
@@ -1344,6 +1344,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--fit-dit-minutes", type=float, default=None,
                     help="set the DiT stage's step count from its measured speed so that it ends after this many "
                          "minutes (the learning-rate schedule runs to its end; the count is recorded)")
+    ap.add_argument("--fit-causal-minutes", type=float, default=None,
+                    help="as --fit-dit-minutes, for the causal DiT stage")
     ap.add_argument("--render-workers", type=int, default=None,
                     help="processes rendering training clips ahead of the DiT loop when data_batch > 0 "
                          "(default: CPU cores - 2, at most 8)")
@@ -1447,7 +1449,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     causal_state = None
     if p.causal_steps > 0 and dit_state.get("done"):
         t0 = time.time()
-        causal_state = train_causal(p, ck, vae, dit_state, args.seed, device, args.causal_max_minutes)
+        causal_state = train_causal(p, ck, vae, dit_state, args.seed, device, args.causal_max_minutes,
+                                    fit_minutes=args.fit_causal_minutes)
         times["causal_s"] = time.time() - t0
     if p.vae_decoder_steps > 0 and dit_state.get("done"):
         t0 = time.time()

@@ -14,8 +14,8 @@
 # exported model folder whose VAE is used (runtime/assets/default: the package alone is enough). The next GPU
 # session's call, continuing the shipped DiT beside a wider one:
 #   INIT=runtime/assets/default ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768" \
-#     CAUSAL_STEPS=1500 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
-# (the causal stage pauses after CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
+#     CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# (the causal stage is fitted to CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget)
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
 # train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
@@ -35,8 +35,8 @@ export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 # arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds.
 # INIT (environment): a dit.pt or an exported model folder (e.g. runtime/assets/default) the wide arm starts from
 # (--dit-init: GPU training carried across sessions). ALT: the second arm's flags (default: run 3's small DiT).
-# CAUSAL_STEPS: also fine-tune the causal DiT on the card (default 0: the CPU does it, ~13 min at 1 thread),
-# for at most CAUSAL_MIN minutes.
+# CAUSAL_STEPS (> 0): also fine-tune the causal DiT on the card (default 0: the CPU does it, ~13 min at 1
+# thread), its length fitted to CAUSAL_MIN minutes.
 COMMON=(--preset gpu --set checkpoint_minutes=0)
 declare -A ARMS
 ARMS[wide]="${INIT:+--dit-init $REPO/$INIT}"
@@ -49,7 +49,8 @@ for arm in "${!ARMS[@]}"; do
   else VAE_ARGS=(); cp "$VAE_DIR"/vae.pt "$VAE_DIR"/vae_temporal.pt "$work"/; fi
   # shellcheck disable=SC2086
   "$PY" "$REPO/tools/train_default_model.py" --workdir "$work" --device "$DEVICE" --threads 2 --render-workers 4 \
-    --causal-steps "${CAUSAL_STEPS:-0}" --causal-max-minutes "${CAUSAL_MIN:-1.5}" --vae-decoder-steps 0 --no-export --dit-steps 1000000 \
+    --causal-steps "${CAUSAL_STEPS:-0}" --fit-causal-minutes "${CAUSAL_MIN:-1.5}" \
+    --causal-max-minutes "$($PY -c "print(${CAUSAL_MIN:-1.5} + 0.3)")" --vae-decoder-steps 0 --no-export --dit-steps 1000000 \
     --fit-dit-minutes "$FIT_MIN" --dit-max-minutes "$($PY -c "print($FIT_MIN + 0.5)")" \
     "${COMMON[@]}" "${VAE_ARGS[@]}" ${ARMS[$arm]} ${EXTRA:-} > "$OUT/${arm}.log" 2>&1 &
 done
