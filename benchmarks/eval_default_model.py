@@ -192,6 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--sizes", default=None, help="comma list FxHxW[:share], e.g. 33x64x64,1x64x64:0.5")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
+    ap.add_argument("--guidance-interval", default=None, metavar="LO,HI",
+                    help="apply guidance only at sigmas in [LO, HI] (e.g. 0,0.8)")
     ap.add_argument("--sampler", default=None)
     ap.add_argument("--shift", type=float, default=None)
     ap.add_argument("--precision", default="fp32")
@@ -226,9 +228,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             configs.append((f, h, w, float(share or 1.0)))
     d = pipe.defaults
     gen_kwargs = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "shift": args.shift}
+    if args.guidance_interval:
+        gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
     settings = {"steps": args.steps or d.steps, "guidance": args.guidance if args.guidance is not None else d.guidance,
                 "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
                 "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
+    if "guidance_interval" in gen_kwargs:
+        settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "model_note": args.note, "settings": settings,
                               "held_out_prompts": 0 if args.prompt else len(prompts),

@@ -203,6 +203,7 @@ class Pipeline:
         cache: Optional[str] = None,
         cache_threshold: Optional[float] = None,
         cfg_interval: int = 2,
+        guidance_interval: Optional[tuple[float, float]] = None,
         latency_target: Optional[float] = None,
         deadline: Optional[float] = None,
         progress: bool = True,
@@ -214,7 +215,9 @@ class Pipeline:
         ``seed`` on the CPU (so a seed gives the same clip on every device). ``cache`` switches on step
         caches ("teacache", "first_block", "cfg", or combined like "teacache+cfg") with
         ``cache_threshold`` (the CFG cache runs the unconditional branch every ``cfg_interval`` steps);
-        their statistics land in ``video.stats["cache"]``.
+        their statistics land in ``video.stats["cache"]``. ``guidance_interval`` (sigma_lo, sigma_hi) applies
+        classifier-free guidance only at noise levels in that range (Kynkaanniemi et al. 2024) and runs the
+        conditional branch alone elsewhere (fewer DiT calls); None: at every step.
 
         ``latency_target`` (seconds) lets the scheduler choose steps, cache and CFG mode (overriding
         those arguments) from this device's calibrated cost model; an impossible target raises
@@ -240,6 +243,11 @@ class Pipeline:
             raise ConfigError(f"steps={steps}; use at least 1 denoising step")
         shape = self.latent_shape(len(prompts), num_frames, height, width)
         cfg = guidance > 1.0
+        if guidance_interval is not None:
+            lo, hi = (float(v) for v in guidance_interval)
+            if not 0.0 <= lo < hi:
+                raise ConfigError(f"guidance_interval={guidance_interval}; give (sigma_lo, sigma_hi) with "
+                                  "0 <= sigma_lo < sigma_hi, e.g. (0.0, 0.8)")
         schedule = None
         if deadline is not None and time.time() >= deadline:
             raise LatencyError(f"deadline already passed ({time.time() - deadline:.2f}s ago); nothing was run")
@@ -296,7 +304,8 @@ class Pipeline:
                 latents = x0_estimate
                 break
             x = latents.to(self.dtype)
-            full_cfg = cfg and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
+            guided = cfg and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
+            full_cfg = guided and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
             if plan.block is not None:
                 plan.block.begin_step(i, steps, [["cond"] * b + ["uncond"] * b] if full_cfg and self.batch_cfg
                                       else [["cond"] * b, ["uncond"] * b])
@@ -308,12 +317,12 @@ class Pipeline:
                 ts = t.expand(b).to(self.device)
                 cond = dit(x, ts, context_kv=kv_cond, step_cache=plan.block)
                 uncond = dit(x, ts, context_kv=kv_uncond, step_cache=plan.block) if full_cfg else None
-            if cfg and plan.cfg is not None:
+            if guided and plan.cfg is not None:
                 if full_cfg:
                     plan.cfg.record(cond, uncond)
                 else:
                     uncond = plan.cfg.estimate(cond)
-            pred = uncond + guidance * (cond - uncond) if cfg else cond
+            pred = uncond + guidance * (cond - uncond) if guided else cond
             if deadline is not None:
                 x0_estimate = latents - smp.sigma_at(i) * pred.float()
             latents = smp.step(pred, i, latents)

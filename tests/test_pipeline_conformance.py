@@ -76,3 +76,25 @@ def test_euler_sampler_matches_diffusers(tmp_path):
     got = ours("a blue circle", steps=3, guidance=4.0, latents=lat.clone(), height=32, width=32, num_frames=5,
                max_sequence_length=16, progress=False)
     assert psnr(got.frames / 255.0, expect) >= 40.0
+
+
+def test_guidance_interval(pipes):
+    """guidance_interval: an interval holding every sigma is plain CFG, one holding none is the conditional
+    branch alone (guidance 1), one in between differs from both; a reversed interval is named as such."""
+    ours, _ = pipes
+    kw = dict(height=32, width=32, num_frames=5, steps=4, progress=False, max_sequence_length=16, seed=3,
+              output="latent")
+    full = ours("a red circle", guidance=4.0, **kw)
+    assert torch.equal(ours("a red circle", guidance=4.0, guidance_interval=(0.0, 1.0), **kw), full)
+    cond_only = ours("a red circle", guidance=1.0, **kw)
+    assert torch.equal(ours("a red circle", guidance=4.0, guidance_interval=(5.0, 6.0), **kw), cond_only)
+    from vidrt.samplers import make_sampler
+
+    smp = make_sampler(ours.defaults.sampler, 4, shift=ours.defaults.shift, config=ours.scheduler_config)
+    mid = float((smp.sigma_at(1) + smp.sigma_at(2)) / 2)   # guided in the first two steps only
+    part = ours("a red circle", guidance=4.0, guidance_interval=(mid, 1.0), **kw)
+    assert not torch.equal(part, full) and not torch.equal(part, cond_only)
+    from vidrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="sigma_lo < sigma_hi"):
+        ours("a red circle", guidance=4.0, guidance_interval=(0.8, 0.2), **kw)
