@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 import vidrt
 from vidrt.world.grammar import held_out_prompts, parse
+from vidrt.video import from_frames
 from vidrt.world.render import render
 from vidrt.world.score import mean_scores, score
 
@@ -100,7 +101,7 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
 def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
     """(T, H, W, 3) uint8 -> the same clip encoded and decoded by the model's VAE (uint8)."""
     vae = pipe.vae
-    x = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1).to(vae.device, vae.dtype)
+    x = from_frames(frames)[None].to(vae.device, vae.dtype)
     y = vae.decode(vae.encode(x))
     return ((y.float().clamp(-1, 1) + 1) * 127.5).round().byte()[0].permute(1, 2, 3, 0).cpu().numpy()
 
@@ -228,12 +229,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             configs.append((f, h, w, float(share or 1.0)))
     d = pipe.defaults
     gen_kwargs = {"steps": args.steps, "guidance": args.guidance, "sampler": args.sampler, "shift": args.shift}
-    if args.guidance_interval:
-        gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
     settings = {"steps": args.steps or d.steps, "guidance": args.guidance if args.guidance is not None else d.guidance,
                 "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
                 "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
-    if "guidance_interval" in gen_kwargs:
+    if args.guidance_interval:
+        gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "model_note": args.note, "settings": settings,

@@ -11,6 +11,12 @@ import torch
 from vidrt.errors import ConfigError, ShapeError
 
 
+def from_frames(frames: np.ndarray) -> torch.Tensor:
+    """(T, H, W, 3) uint8 frames -> (3, T, H, W) float video in [-1, 1] (what the VAE encodes; ``to_frames``
+    inverts it)."""
+    return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
 def to_frames(video: torch.Tensor) -> np.ndarray:
     """Decoded (3, T, H, W) video in [-1, 1] -> (T, H, W, 3) uint8, rounding like diffusers."""
     x = (video.float() / 2 + 0.5).clamp(0, 1)

@@ -98,3 +98,13 @@ def test_guidance_interval(pipes):
 
     with pytest.raises(ConfigError, match="sigma_lo < sigma_hi"):
         ours("a red circle", guidance=4.0, guidance_interval=(0.8, 0.2), **kw)
+
+
+def test_from_frames_inverts_to_frames():
+    """uint8 frames -> [-1, 1] video (what the VAE encodes) -> uint8 frames is the identity."""
+    from vidrt.video import from_frames, to_frames
+
+    x = np.random.default_rng(0).integers(0, 256, size=(5, 8, 12, 3), dtype=np.uint8)
+    v = from_frames(x)
+    assert v.shape == (3, 5, 8, 12) and float(v.min()) >= -1.0 and float(v.max()) <= 1.0
+    assert np.array_equal(to_frames(v), x)

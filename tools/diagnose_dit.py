@@ -20,7 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 import vidrt
-from vidrt.video import to_frames
+from vidrt.video import from_frames, to_frames
 from vidrt.world.score import mean_scores, score
 from vidrt.world.grammar import parse
 from vidrt.world.render import render
@@ -40,8 +40,7 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
     per latent frame) and the decoded prediction's scores."""
     parse(prompt)
     fps = pipe.defaults.fps
-    x = torch.stack([torch.from_numpy(render(prompt, height, width, frames, fps, seed + i)).permute(3, 0, 1, 2)
-                     .float().div(127.5).sub(1.0) for i in range(n)]).to(pipe.device)
+    x = torch.stack([from_frames(render(prompt, height, width, frames, fps, seed + i)) for i in range(n)]).to(pipe.device)
     z = pipe.vae.normalize(pipe.vae.encode(x.to(pipe.vae.dtype))).float()
     kv = pipe.transformer.prepare_context(pipe.encode_prompts([prompt] * n, pipe.defaults.max_sequence_length))
     background = z.mean(dim=(3, 4), keepdim=True)

@@ -53,6 +53,7 @@ from vidrt.models.text import build_word_tokenizer, clean_prompt
 from vidrt.models.vae import LatentDistribution, TemporalCache, VAEConfig, WanVAE
 from vidrt.errors import PromptError
 from vidrt.world.grammar import held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
+from vidrt.video import from_frames
 from vidrt.world.render import render
 
 logger = logging.getLogger("train_default_model")
@@ -259,14 +260,9 @@ PRESETS = {
 
 # ------------------------------------------------------------------------------------------- data
 
-def to_video(frames: np.ndarray) -> torch.Tensor:
-    """A (T, H, W, 3) uint8 render as (3, T, H, W) float in [-1, 1]."""
-    return torch.from_numpy(frames).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
-
-
 def render_clip(prompt: str, frames: int, height: int, width: int, seed: int) -> torch.Tensor:
     """A world render as (3, T, H, W) float in [-1, 1]."""
-    return to_video(render(prompt, height, width, frames, FPS, seed))
+    return from_frames(render(prompt, height, width, frames, FPS, seed))
 
 
 class Renderer:
@@ -291,7 +287,7 @@ class Renderer:
     @staticmethod
     def result(handles: list) -> torch.Tensor:
         """(N, 3, T, H, W) float videos in [-1, 1], in submission order."""
-        return torch.stack([to_video(h if isinstance(h, np.ndarray) else h.result()) for h in handles])
+        return torch.stack([from_frames(h if isinstance(h, np.ndarray) else h.result()) for h in handles])
 
     def close(self) -> None:
         if self.pool is not None:
