@@ -23,6 +23,12 @@ Criteria, each in [0, 1] (None when it does not apply):
               consecutive frames), 1 up to a 2 % rate, 0 from a 20 % rate; mean over objects, times
               the same measure of background-colour changes
 - continuity: (shot lists) a referenced object starts its shot where, and as large as, it ended before
+- identity:   (shot lists) a referenced object is the same object in its later shot: per reference, the
+              fraction of the shot's frames showing an object of its colour x the fraction of those
+              detections with its shape x its size at the start of the shot against the end of its last
+              shot (1 within 1.3x, 0 from 2x). Position is continuity's business, so a hard cut that moves
+              the object keeps its identity; a shot that forgets it, recolours it or redraws it as another
+              shape does not.
 - clean:      nothing the prompt did not ask for: per frame, the area of object-coloured components beyond
               the asked objects (every colour's components, less the largest one per asked object of that
               colour), 1 up to 0.5 % of the frame, 0 from 6 % (one extra object of the usual size: ~3 %,
@@ -49,7 +55,7 @@ __all__ = ["Score", "ObjectScore", "score", "mean_scores", "WORK_SIZE"]
 
 WORK_SIZE = 64
 _FLOOR = 0.05
-CRITERIA = ("presence", "shape", "motion", "background", "temporal", "continuity", "clean")  # see the docstring
+CRITERIA = ("presence", "shape", "motion", "background", "temporal", "continuity", "identity", "clean")  # see the docstring
 _GLITCHES_OK, _GLITCHES_ZERO = 0.02, 0.2   # temporal: bad-transition rate scoring 1 / 0
 _CLUTTER_OK, _CLUTTER_ZERO = 0.005, 0.06    # clean: share of the frame covered by unasked objects scoring 1 / 0
 _RATIO, _ABS = 0.8, 110.0
@@ -89,6 +95,7 @@ class Score:
     motion: Optional[float] = None
     temporal: Optional[float] = None
     continuity: Optional[float] = None
+    identity: Optional[float] = None
     clean: Optional[float] = None
     objects: list[ObjectScore] = field(default_factory=list)
     shots: list["Score"] = field(default_factory=list)
@@ -438,6 +445,37 @@ def _continuity(shots: list[Shot], tracks: list[list[_Track]], h: int, w: int) -
     return float(np.mean(scores)) if scores else None
 
 
+def _edge_area(tr: _Track, end: bool) -> Optional[float]:
+    """Median area of the track's first (end=False) or last quarter of detections (at least one)."""
+    idx = np.nonzero(tr.present)[0]
+    if len(idx) == 0:
+        return None
+    k = max(1, len(idx) // 4)
+    return float(np.median(tr.area[idx[-k:] if end else idx[:k]]))
+
+
+def _identity(shots: list[Shot], tracks: list[list[_Track]]) -> Optional[float]:
+    """Referenced objects keep colour, shape and size in their later shots (see the module docstring)."""
+    last: dict[int, tuple[int, int]] = {}   # object id -> (shot index, position in that shot)
+    scores = []
+    for k, shot in enumerate(shots):
+        for j, (obj, oid) in enumerate(zip(shot.scene.objects, shot.object_ids)):
+            if obj.ref and oid in last:
+                pk, pj = last[oid]
+                tr = tracks[k][j]
+                seen = [s for s in tr.shapes if s is not None]
+                before, after = _edge_area(tracks[pk][pj], end=True), _edge_area(tr, end=False)
+                if not seen or before is None or after is None:
+                    scores.append(0.0)
+                    continue
+                same_shape = sum(s == obj.shape for s in seen) / len(seen)
+                size = abs(math.log(after / before))
+                scores.append(float(tr.present.mean()) * same_shape
+                              * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
+            last[oid] = (k, j)
+    return float(np.mean(scores)) if scores else None
+
+
 def mean_scores(scores: Sequence[Score]) -> dict[str, Optional[float]]:
     """Adherence and each criterion averaged over several clips' scores (None where no clip has the criterion,
     e.g. motion over images)."""
@@ -486,4 +524,7 @@ def score(frames, prompt: Union[str, Scene, Sequence[Union[str, Scene, Shot]]], 
     cont = _continuity(shots, all_tracks, an.h, an.w)
     if cont is not None:
         crit["continuity"] = cont
+    ident = _identity(shots, all_tracks)
+    if ident is not None:
+        crit["identity"] = ident
     return Score(_adherence(crit), **crit, objects=[o for s in per_shot for o in s.objects], shots=per_shot)

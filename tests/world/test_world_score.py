@@ -134,6 +134,35 @@ def test_each_criterion_reacts_to_its_own_defect():
         assert s.adherence < 0.9    # one of two objects wrong in one criterion: 0.5 ** (1/6) = 0.89
 
 
+def test_identity_across_shots_is_colour_shape_and_size_not_position():
+    """identity: a referenced object keeps colour, shape and size in its later shot; where it starts is
+    continuity's business, so a moved object keeps its identity and a forgotten / redrawn one loses it."""
+    shots = ["a red circle moves right on a gray background", "the red circle bounces"]
+    f = render_shots(shots, 64, 64, frames_per_shot=17, seed=2)
+    truth = score(f, shots)
+    assert truth.identity == 1.0 and truth.continuity == 1.0
+    moved = f.copy()
+    moved[17:] = np.roll(f[17:], (20, -24), axis=(1, 2))      # a hard cut that moves the circle
+    m = score(moved, shots)
+    assert m.identity == 1.0 and m.continuity < 0.2
+    gone = f.copy()
+    gone[17:] = f[17:, :1, :1]                                 # shot 2 forgot the circle: gray frames
+    assert score(gone, shots).identity == 0.0
+    as_square = np.concatenate([f[:17], render("a red square bounces on a gray background", 64, 64, 17, seed=2)])
+    sq = score(as_square, shots)
+    recolour = np.concatenate([f[:17], render("a blue circle bounces on a gray background", 64, 64, 17, seed=2)])
+    rc = score(recolour, shots)
+    # shot 2 zoomed 1.6x (nearest) about where the circle starts it: the same circle, 2.6x the area
+    ys, xs = np.nonzero((f[17].astype(int) - f[17, 0, 0].astype(int)).any(-1))
+    yy, xx = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    sy = np.clip(np.round(ys.mean() + (yy - ys.mean()) / 1.6).astype(int), 0, 63)
+    sx = np.clip(np.round(xs.mean() + (xx - xs.mean()) / 1.6).astype(int), 0, 63)
+    bg = score(np.concatenate([f[:17], f[17:][:, sy, sx]]), shots)
+    print(f"\nidentity: truth {truth.identity:.2f}, moved {m.identity:.2f} (continuity {m.continuity:.2f}), "
+          f"forgotten 0, redrawn as a square {sq.identity:.2f}, recoloured {rc.identity:.2f}, larger {bg.identity:.2f}")
+    assert sq.identity < 0.2 and rc.identity == 0.0 and bg.identity < 0.5
+
+
 def test_shot_lists_score_continuity():
     shots = ["a red circle moves right and a green triangle bounces",
              "the red circle moves up and a blue square stays still",
@@ -147,8 +176,9 @@ def test_shot_lists_score_continuity():
                                   for i, p in enumerate(shots)])
     t = score(independent, shots)
     print(f"\nshots: ground truth {s.adherence:.3f} (continuity {s.continuity:.3f}); independent shots "
-          f"{t.adherence:.3f} (continuity {t.continuity:.3f})")
+          f"{t.adherence:.3f} (continuity {t.continuity:.3f}, identity {t.identity:.3f})")
     assert t.continuity < 0.3 and t.adherence < 0.7
+    assert s.identity == 1.0
     lengths = [9, 17, 17, 20]
     g = render_shots(shots, 64, 64, frames_per_shot=lengths, seed=1)
     assert score(g, shots, shot_frames=lengths).adherence >= 0.95
