@@ -6,6 +6,7 @@ from vidrt.models.dit import DiTConfig, WanDiT
 
 CONFIGS = {
     "p122_h2x12": dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12),
+    "p111_h2x12": dict(patch_size=(1, 1, 1), num_attention_heads=2, attention_head_dim=12),
     "p144_h3x16": dict(patch_size=(1, 4, 4), num_attention_heads=3, attention_head_dim=16),
     "p222_h2x24": dict(patch_size=(2, 2, 2), num_attention_heads=2, attention_head_dim=24),
 }

@@ -63,12 +63,13 @@ def test_seed_is_deterministic_and_list_prompts(pipes):
     assert psnr(both[0].frames / 255.0, a.frames / 255.0) >= 40.0  # batching does not change a clip
 
 
-def test_euler_sampler_matches_diffusers(tmp_path):
+@pytest.mark.parametrize("patch", [(1, 2, 2), (1, 1, 1)])
+def test_euler_sampler_matches_diffusers(tmp_path, patch):
     from diffusers import WanPipeline
 
     from vidrt.testing import make_tiny_wan
 
-    path = make_tiny_wan(tmp_path / "euler", scheduler="euler", patch=(1, 2, 2), head_dim=16, flow_shift=5.0)
+    path = make_tiny_wan(tmp_path / "euler", scheduler="euler", patch=patch, head_dim=16, flow_shift=5.0)
     ours, ref = Pipeline.from_pretrained(path), WanPipeline.from_pretrained(str(path))
     lat = torch.randn(ours.latent_shape(1, 5, 32, 32), generator=torch.Generator().manual_seed(0))
     expect = ref("a blue circle", num_inference_steps=3, guidance_scale=4.0, latents=lat.clone(), height=32,

@@ -157,6 +157,9 @@ class Preset:
     max_text_len: int = 32
     dit_steps: int = 14000               # run 3 (run 2: 10 000)
     dit_lr: float = 3e-4
+    # spatial patch of the DiT in latent pixels (Wan: 2, i.e. 16x16-pixel tokens through the 8x VAE: a 64x64 frame
+    # is 4x4 tokens and an object of ~12 pixels sits inside one; 1 gives 8x8 tokens per frame, 4x the sequence)
+    dit_patch: int = 2
     dit_tokens_per_batch: int = 1152     # batch = tokens_per_batch // tokens of the bucket (at most dit_max_batch)
     dit_max_batch: int = 32
     cfg_dropout: float = 0.1
@@ -432,7 +435,7 @@ def make_dit(p: Preset) -> WanDiT:
     cfg = DiTConfig(num_attention_heads=p.dit_heads, attention_head_dim=p.dit_dim // p.dit_heads,
                     in_channels=p.vae_z_dim, out_channels=p.vae_z_dim, text_dim=p.text_dim, freq_dim=p.dit_freq_dim,
                     ffn_dim=p.dit_ffn, num_layers=p.dit_layers, cross_attn_norm=True,
-                    qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
+                    qk_norm="rms_norm_across_heads", rope_max_seq_len=1024, patch_size=(1, p.dit_patch, p.dit_patch))
     return WanDiT(cfg)
 
 
@@ -872,7 +875,7 @@ class LatentCache:
 
     def tokens(self, bucket: tuple) -> int:
         frames, h, w = bucket
-        return ((frames - 1) // 4 + 1) * (h // 16) * (w // 16)
+        return ((frames - 1) // 4 + 1) * (h // (8 * self.p.dit_patch)) * (w // (8 * self.p.dit_patch))
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """(latents, loss weights (B, 1, t, h, w), prompts) of one bucket."""
@@ -1130,7 +1133,7 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
         x0, weight = x0.to(device), weight.to(device)
         prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
         b, _, t, h, w = x0.shape
-        frame_tokens = (h // 2) * (w // 2)
+        frame_tokens = (h // p.dit_patch) * (w // p.dit_patch)
         n_chunks = t // c
         sig = torch.sigmoid(p.dit_t_mean + torch.randn(b, n_chunks))
         clean = torch.rand(b, n_chunks) < p.causal_clean_prob
