@@ -439,3 +439,24 @@ def test_export_dit_in_fp16_halves_it_and_loads_everywhere(tmp_path):
     assert np.abs(frames["fp16"] - frames["fp32"]).max() <= 3
     with pytest.raises(SystemExit, match="use one of fp32, fp16"):
         script.diffusers_dit(dataclasses_replace(p, export_dit_dtype="int4"), state)
+
+
+def test_dit_init_across_patch_sizes_keeps_patch_embedding_and_output_meaning():
+    """--dit-init from a patch-2 DiT into a patch-1 one: a token of the new grid embeds like a uniform 2x2
+    patch of the old one, and the new output is the mean of the old one over its 2x2 sub-positions."""
+    script = _load_script()
+    from vidrt.models.dit import DiTConfig, WanDiT
+
+    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=8, freq_dim=8,
+               ffn_dim=16, num_layers=1)
+    old = WanDiT(DiTConfig(patch_size=(1, 2, 2), **cfg))
+    new = WanDiT(DiTConfig(patch_size=(1, 1, 1), **cfg))
+    state = script.resize_patch(old.state_dict(), new)
+    new.load_state_dict(state)
+    x = torch.randn(1, 4, 2, 3, 5)
+    up = x.repeat_interleave(2, 3).repeat_interleave(2, 4)                          # each pixel a uniform 2x2 patch
+    torch.testing.assert_close(new.patch_embedding(x), old.patch_embedding(up), rtol=1e-5, atol=1e-5)
+    h = torch.randn(3, 16)
+    o = old.proj_out(h).reshape(3, 1, 2, 2, 4)                                     # (pt, ph, pw, c) per token
+    torch.testing.assert_close(new.proj_out(h), o.mean((2, 3)).reshape(3, 4), rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(v, old.state_dict()[k]) for k, v in script.resize_patch(old.state_dict(), old).items())

@@ -439,6 +439,29 @@ def make_dit(p: Preset) -> WanDiT:
     return WanDiT(cfg)
 
 
+def resize_patch(state: dict, dit: WanDiT) -> dict:
+    """A DiT state trained at one spatial patch size, made to start a DiT of another (--dit-init across
+    ``dit_patch``): the patch embedding of a ph x pw patch becomes the sum of its kernel over the patch (a
+    uniform patch embeds as before) and the output projection the mean over its sub-positions. The blocks
+    carry over unchanged; RoPE's unit of distance becomes the new token pitch, which fine-tuning relearns."""
+    w_in = state.get("patch_embedding.weight")
+    want = dit.patch_embedding.weight.shape
+    if w_in is None or w_in.shape == want:
+        return state
+    (_, _, pt, ph, pw), (_, _, qt, qh, qw) = w_in.shape, want
+    if pt != qt or ph % qh or pw % qw:
+        return state   # load_state_dict names the mismatch
+    fh, fw = ph // qh, pw // qw
+    state = dict(state)
+    d, c = w_in.shape[:2]
+    state["patch_embedding.weight"] = w_in.reshape(d, c, pt, qh, fh, qw, fw).sum((4, 6))
+    w_out, b_out = state["proj_out.weight"], state["proj_out.bias"]       # rows ordered (pt, ph, pw, c)
+    c_out = w_out.shape[0] // (pt * ph * pw)
+    state["proj_out.weight"] = w_out.reshape(pt, qh, fh, qw, fw, c_out, -1).mean((2, 4)).reshape(-1, w_out.shape[1])
+    state["proj_out.bias"] = b_out.reshape(pt, qh, fh, qw, fw, c_out).mean((2, 4)).reshape(-1)
+    return state
+
+
 def make_tokenizer(p: Preset):
     return build_word_tokenizer(vocabulary(), model_max_length=p.max_text_len)
 
@@ -909,7 +932,7 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
     text = make_text_encoder(p, len(tokenizer)).to(device)
     if init is not None:
         try:
-            dit.load_state_dict(init["ema_dit"]), text.load_state_dict(init["ema_text"])
+            dit.load_state_dict(resize_patch(init["ema_dit"], dit)), text.load_state_dict(init["ema_text"])
         except (KeyError, RuntimeError) as e:
             raise SystemExit(f"{what}: the starting checkpoint does not fit this preset's DiT / text encoder "
                              f"({str(e).splitlines()[0][:200]}); pass the --set flags of the run that made it") from None
