@@ -11,7 +11,7 @@ Each measurement runs in its own child process (so peak RSS is that run's own):
   time to first chunk, total time, real-time factor (video seconds / wall seconds).
 - ``compare``: the first 10 s with the KV cache and with the past recomputed every step (same
   process, same settings): speed ratio and PSNR between the two.
-- world adherence per 5 s window, and the scorer's continuity across shots, when the model is the
+- world adherence per 5 s window, and the scorer's continuity and identity across shots, when the model is the
   embedded one (or ``--score``): random weights make noise, so their scores would mean nothing.
 
 Writes benchmarks/results/<name>.json and <name>.md.
@@ -253,7 +253,14 @@ def _markdown(r: dict) -> str:
         lines += ["", "Adherence per 5 s window: " + ", ".join(f"{w['adherence']:.2f}" for w in ws),
                   f"first {ws[0]['adherence']:.2f} -> last {ws[-1]['adherence']:.2f}"]
         if "shot_list_score" in l:
-            lines.append(f"Shot list score: {json.dumps(l['shot_list_score'])}")
+            sl = l["shot_list_score"]
+            crit = ", ".join(f"{k} {sl[k]:.2f}" for k in ("adherence", "presence", "shape", "motion", "temporal",
+                                                            "continuity", "identity", "clean") if sl.get(k) is not None)
+            lines.append(f"Shot list (whole clip): {crit}")
+            for k, shot in enumerate(sl.get("shots", [])):
+                objs = "; ".join(f"{o['name']} present {o['presence']:.2f}, its shape {o['shape']:.2f}"
+                                 for o in shot["objects"])
+                lines.append(f"- shot {k + 1}: adherence {shot['adherence']:.2f} ({objs})")
         if "adherence_kv_cache" in c:
             lines.append(f"First {c['seconds']:.0f} s adherence: KV cache {c['adherence_kv_cache']:.2f}, "
                          f"recompute {c['adherence_recompute']:.2f}")
