@@ -12,9 +12,13 @@
 # dit_tokens_per_batch=144 --set cache_warm=2").
 # VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice) or is an
 # exported model folder whose VAE is used (runtime/assets/default: the package alone is enough). The next GPU
-# session's call, continuing the shipped DiT beside a wider one:
-#   INIT=runtime/assets/default ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768" \
-#     CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# session's call (session 8: patch 1x1x1 -- 8-pixel tokens -- learnt one prompt's motion ~3x sooner than 1x2x2,
+# docs/default_model.md): the 192-dim DiT at patch 1 from scratch (EXTRA applies to both arms) beside the
+# shipped DiT resized to patch 1 and continued (--dit-init across patch sizes):
+#   EXTRA="--set dit_patch=1" INIT=runtime/assets/default ALT="--set dit_dim=192 --set dit_heads=3 \
+#     --set dit_layers=6 --set dit_ffn=576 --set dit_lr=5e-4" CAUSAL_STEPS=1000000 \
+#     tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (the causal stage is fitted to CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget)
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
