@@ -423,25 +423,30 @@ def _score_shot(an: _Analysis, scene: Scene, background: str, frames: range, fps
     return Score(_adherence(crit), **crit, objects=objects), tracks
 
 
-def _continuity(shots: list[Shot], tracks: list[list[_Track]], h: int, w: int) -> Optional[float]:
-    """Referenced objects must start a shot where, and as large as, they ended their last shot."""
+def _references(shots: list[Shot], tracks: list[list[_Track]]):
+    """(object, its track in the referring shot, its track in the last shot that showed it) per reference."""
     last: dict[int, tuple[int, int]] = {}   # object id -> (shot index, position in that shot)
-    scores = []
-    m = min(h, w)
     for k, shot in enumerate(shots):
         for j, (obj, oid) in enumerate(zip(shot.scene.objects, shot.object_ids)):
             if obj.ref and oid in last:
                 pk, pj = last[oid]
-                before, after = tracks[pk][pj], tracks[k][j]
-                ib, ia = np.nonzero(before.present)[0], np.nonzero(after.present)[0]
-                if len(ib) == 0 or len(ia) == 0:
-                    scores.append(0.0)
-                    continue
-                b, a = ib[-1], ia[0]
-                jump = math.hypot((after.x[a] - before.x[b]) * w, (after.y[a] - before.y[b]) * h) / m
-                size = abs(math.log(after.area[a] / before.area[b]))
-                scores.append((1 - _ramp(jump, 0.08, 0.2)) * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
+                yield obj, tracks[k][j], tracks[pk][pj]
             last[oid] = (k, j)
+
+
+def _continuity(shots: list[Shot], tracks: list[list[_Track]], h: int, w: int) -> Optional[float]:
+    """Referenced objects must start a shot where, and as large as, they ended their last shot."""
+    scores = []
+    m = min(h, w)
+    for _, after, before in _references(shots, tracks):
+        ib, ia = np.nonzero(before.present)[0], np.nonzero(after.present)[0]
+        if len(ib) == 0 or len(ia) == 0:
+            scores.append(0.0)
+            continue
+        b, a = ib[-1], ia[0]
+        jump = math.hypot((after.x[a] - before.x[b]) * w, (after.y[a] - before.y[b]) * h) / m
+        size = abs(math.log(after.area[a] / before.area[b]))
+        scores.append((1 - _ramp(jump, 0.08, 0.2)) * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
     return float(np.mean(scores)) if scores else None
 
 
@@ -456,23 +461,16 @@ def _edge_area(tr: _Track, end: bool) -> Optional[float]:
 
 def _identity(shots: list[Shot], tracks: list[list[_Track]]) -> Optional[float]:
     """Referenced objects keep colour, shape and size in their later shots (see the module docstring)."""
-    last: dict[int, tuple[int, int]] = {}   # object id -> (shot index, position in that shot)
     scores = []
-    for k, shot in enumerate(shots):
-        for j, (obj, oid) in enumerate(zip(shot.scene.objects, shot.object_ids)):
-            if obj.ref and oid in last:
-                pk, pj = last[oid]
-                tr = tracks[k][j]
-                seen = [s for s in tr.shapes if s is not None]
-                before, after = _edge_area(tracks[pk][pj], end=True), _edge_area(tr, end=False)
-                if not seen or before is None or after is None:
-                    scores.append(0.0)
-                    continue
-                same_shape = sum(s == obj.shape for s in seen) / len(seen)
-                size = abs(math.log(after / before))
-                scores.append(float(tr.present.mean()) * same_shape
-                              * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
-            last[oid] = (k, j)
+    for obj, tr, earlier in _references(shots, tracks):
+        seen = [s for s in tr.shapes if s is not None]
+        before, after = _edge_area(earlier, end=True), _edge_area(tr, end=False)
+        if not seen or before is None or after is None:
+            scores.append(0.0)
+            continue
+        same_shape = sum(s == obj.shape for s in seen) / len(seen)
+        size = abs(math.log(after / before))
+        scores.append(float(tr.present.mean()) * same_shape * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
     return float(np.mean(scores)) if scores else None
 
 
