@@ -59,6 +59,7 @@ CRITERIA = ("presence", "shape", "motion", "background", "temporal", "continuity
 _GLITCHES_OK, _GLITCHES_ZERO = 0.02, 0.2   # temporal: bad-transition rate scoring 1 / 0
 _CLUTTER_OK, _CLUTTER_ZERO = 0.005, 0.06    # clean: share of the frame covered by unasked objects scoring 1 / 0
 _RATIO, _ABS = 0.8, 110.0
+_SIZE_CHANGE = (math.log(1.3), math.log(2.0))  # continuity / identity: |log area ratio| across a cut scoring 1 / 0
 _PALETTE_NAMES = list(COLORS) + [b for b in BACKGROUNDS if b not in COLORS]
 _PALETTE = np.array([COLORS.get(n, BACKGROUNDS.get(n)) for n in _PALETTE_NAMES], dtype=np.float32)
 _BG_INDEX = [_PALETTE_NAMES.index(b) for b in BACKGROUNDS]
@@ -446,7 +447,7 @@ def _continuity(shots: list[Shot], tracks: list[list[_Track]], h: int, w: int) -
         b, a = ib[-1], ia[0]
         jump = math.hypot((after.x[a] - before.x[b]) * w, (after.y[a] - before.y[b]) * h) / m
         size = abs(math.log(after.area[a] / before.area[b]))
-        scores.append((1 - _ramp(jump, 0.08, 0.2)) * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
+        scores.append((1 - _ramp(jump, 0.08, 0.2)) * (1 - _ramp(size, *_SIZE_CHANGE)))
     return float(np.mean(scores)) if scores else None
 
 
@@ -470,7 +471,7 @@ def _identity(shots: list[Shot], tracks: list[list[_Track]]) -> Optional[float]:
             continue
         same_shape = sum(s == obj.shape for s in seen) / len(seen)
         size = abs(math.log(after / before))
-        scores.append(float(tr.present.mean()) * same_shape * (1 - _ramp(size, math.log(1.3), math.log(2.0))))
+        scores.append(float(tr.present.mean()) * same_shape * (1 - _ramp(size, *_SIZE_CHANGE)))
     return float(np.mean(scores)) if scores else None
 
 
