@@ -448,12 +448,11 @@ def resize_patch(state: dict, dit: WanDiT) -> dict:
     want = dit.patch_embedding.weight.shape
     if w_in is None or w_in.shape == want:
         return state
-    (_, _, pt, ph, pw), (_, _, qt, qh, qw) = w_in.shape, want
+    (d, c, pt, ph, pw), (_, _, qt, qh, qw) = w_in.shape, want
     if pt != qt or ph % qh or pw % qw:
         return state   # load_state_dict names the mismatch
     fh, fw = ph // qh, pw // qw
     state = dict(state)
-    d, c = w_in.shape[:2]
     state["patch_embedding.weight"] = w_in.reshape(d, c, pt, qh, fh, qw, fw).sum((4, 6))
     w_out, b_out = state["proj_out.weight"], state["proj_out.bias"]       # rows ordered (pt, ph, pw, c)
     c_out = w_out.shape[0] // (pt * ph * pw)
@@ -1358,8 +1357,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="an exported model folder (e.g. runtime/assets/default) whose VAE becomes this workdir's "
                          "finished VAE, so the DiT stages run without training one")
     ap.add_argument("--dit-init", type=Path, default=None,
-                    help="a finished DiT stage checkpoint (dit.pt; its EMA weights suffice) to start the DiT stage "
-                         "from instead of random weights: a new schedule of --dit-steps on top of it")
+                    help="a finished DiT stage checkpoint (dit.pt; its EMA weights suffice) or an exported model "
+                         "folder (e.g. runtime/assets/default) to start the DiT stage from instead of random weights: "
+                         "a new schedule of --dit-steps on top of it (a different dit_patch is resized to this one)")
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
