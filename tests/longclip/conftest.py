@@ -25,6 +25,16 @@ def tiny_causal(tiny_base, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def causal_pipe_patch1(tmp_path_factory):
+    """A causal variant at patch 1x1x1 (a token per latent pixel, 4x the tokens per frame)."""
+    from vidrt.pipeline import Pipeline
+
+    root = tmp_path_factory.mktemp("longclip_p1")
+    base = make_tiny_wan(root / "base", patch=(1, 1, 1))
+    return Pipeline.from_pretrained(make_causal_variant(base, root / "causal", num_frame_per_block=2))
+
+
+@pytest.fixture(scope="session")
 def causal_pipe(tiny_causal):
     from vidrt.pipeline import Pipeline
 

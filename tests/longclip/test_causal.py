@@ -16,7 +16,9 @@ def _run(pipe, **kw):
     return parts, lat, frames
 
 
-def test_kv_cache_matches_recompute(causal_pipe):
+@pytest.mark.parametrize("which", ["causal_pipe", "causal_pipe_patch1"])
+def test_kv_cache_matches_recompute(which, request):
+    causal_pipe = request.getfixturevalue(which)
     parts, lat, frames = _run(causal_pipe)
     ref_parts, ref_lat, ref_frames = _run(causal_pipe, kv_cache=False)
     assert parts[0].mode == "causal" and ref_parts[0].mode == "causal-recompute"
@@ -42,6 +44,14 @@ def test_rolling_window_keeps_cache_memory_flat(causal_pipe):
     assert max(p.info["kv_cached_tokens"] for p in parts) == 4 * 16 // 4  # sink + window frames x 4 tokens
     for p in parts:
         assert np.isfinite(p.latents.numpy()).all()
+
+
+def test_rolling_window_counts_patch1_tokens(causal_pipe_patch1):
+    """At patch 1x1x1 a 32x32 frame is 4x4 latent pixels = 16 tokens: the ring holds sink + window x 16."""
+    parts = list(causal_pipe_patch1.stream("a red circle moves right", seconds=4.0, sink_frames=2, window_frames=2,
+                                           **GEN))
+    assert max(p.info["kv_cached_tokens"] for p in parts) == 4 * 16
+    assert len({p.info["kv_cache_bytes"] for p in parts}) == 1
 
 
 def test_per_frame_rope_positions_equal_offset():
