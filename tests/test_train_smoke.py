@@ -124,6 +124,40 @@ def test_fade_weights_fades_the_object_weight_with_noise():
     assert script.fade_weights(w, s, 0.0) is w
 
 
+def test_frame_noise_levels_give_some_samples_a_level_per_latent_frame():
+    """dit_frame_noise_prob: that share of samples gets independent per-frame levels (some frames clean, never all),
+    the rest keep their one level; the per-token timesteps repeat each frame's level over its tokens."""
+    script = _load_script()
+    p = dataclasses_replace(script.PRESETS["smoke"], dit_frame_noise_prob=0.5, dit_frame_clean_prob=0.3)
+    s = torch.full((400,), 0.5)
+    levels, ts = script.frame_noise_levels(s, 5, 3, p, torch.Generator().manual_seed(0))
+    assert levels.shape == (400, 1, 5, 1, 1) and ts.shape == (400, 15)
+    lv = levels.view(400, 5)
+    torch.testing.assert_close(ts, (lv * 1000).repeat_interleave(3, dim=1))
+    per_frame = (lv != 0.5).any(dim=1)
+    assert 0.4 < float(per_frame.float().mean()) < 0.6                      # about half the samples
+    assert torch.equal(lv[~per_frame], torch.full_like(lv[~per_frame], 0.5))  # the rest: one level for the clip
+    clean = lv[per_frame] == 0
+    assert 0.2 < float(clean.float().mean()) < 0.35                          # ~0.3 of frames, less the forced one
+    assert bool((~clean).any(dim=1).all())                                   # every sample trains a frame
+    assert float(lv[per_frame][~clean].std()) > 0.1                          # independent levels
+    off = dataclasses_replace(p, dit_frame_noise_prob=0.0)
+    levels, _ = script.frame_noise_levels(s, 5, 3, off, torch.Generator().manual_seed(0))
+    assert torch.equal(levels.view(400, 5), torch.full((400, 5), 0.5))
+
+
+def test_dit_stage_trains_with_frame_noise(tmp_path):
+    """The DiT stage runs with per-frame noise levels (per-token timesteps through the bidirectional DiT)."""
+    script = _load_script()
+    p, vae, _ = _smoke_cache(script, None, dit_steps=3, dit_frame_noise_prob=1.0, dit_buckets=((5, 32, 32, 1),))
+    calls, levels = [], script.frame_noise_levels
+    script.frame_noise_levels = lambda *a: calls.append(a[1:3]) or levels(*a)
+    state = script.train_dit(p, script.Checkpoints(tmp_path / "a"), vae, 0, torch.device("cpu"), None, None)
+    assert state["step"] == 3 and state["done"]
+    assert calls == [(2, 4 * 4 // 4)] * 3    # 2 latent frames of 4x4 latents at patch 2: 4 tokens each, every step
+    assert all(torch.isfinite(v).all() for v in state["ema_dit"].values())
+
+
 def test_blend_latents_pairs_latent_and_frame_blends():
     """The decoder's blend phase: a blended latent's target is the same blend of the frames (same partner, same
     weight); latent noise leaves the target alone; a batch of one is refused."""
