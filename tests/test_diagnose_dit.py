@@ -15,7 +15,8 @@ def test_one_step_table(tiny_wan, tmp_path):
     tool = load_script(ROOT / "tools/diagnose_dit.py")
     out = tmp_path / "d.json"
     assert tool.main(["--model", str(tiny_wan), "--prompt", "a red circle moves right", "--n", "2", "--size",
-                      "5x32x32", "--levels", "0.1,0.9", "--threads", "1", "--json", str(out)]) == 0
+                      "5x32x32", "--levels", "0.1,0.9", "--threads", "1", "--json", str(out),
+                      "--against", "a blue square moves left", "--against", ""]) == 0
     res = json.loads(out.read_text())
     assert res["clips"] == 2 and res["size"] == "5x32x32"
     assert len(res["object_signal_per_latent_frame"]) == 2                    # 5 frames -> 2 latent frames
@@ -25,6 +26,12 @@ def test_one_step_table(tiny_wan, tmp_path):
     # a random DiT's error scales with s (x0 = x_s - s v): more noise, larger error
     assert hi["latent_mse"] > lo["latent_mse"] > 0
     assert 0.0 <= res["truth_through_vae"]["adherence"] <= 1.0
+    # the same noised latents under each prompt: the random DiT's text path changes its prediction (visibly at
+    # high noise, where x0 = x_s - s v leans on the prediction most)
+    for lv in res["levels"]:
+        assert list(lv["object_mse"]) == ["a red circle moves right", "a blue square moves left", ""]
+        assert all(v > 0 for v in lv["object_mse"].values())
+    assert len(set(hi["object_mse"].values())) == 3
 
 
 def test_rejects_bad_prompt_and_levels(tmp_path):
@@ -33,5 +40,7 @@ def test_rejects_bad_prompt_and_levels(tmp_path):
     tool = load_script(ROOT / "tools/diagnose_dit.py")
     with pytest.raises(PromptError, match="dragon"):
         tool.main(["--prompt", "a red dragon flies"])
+    with pytest.raises(PromptError, match="dragon"):
+        tool.main(["--prompt", "a red circle moves right", "--against", "a red dragon flies"])
     with pytest.raises(SystemExit):
         tool.main(["--prompt", "a red circle moves right", "--levels", "0,1.5"])

@@ -7,7 +7,12 @@ the noise must not bury. Near the data (small s) it says whether the DiT knows t
 place objects; a full sample (``eval_default_model.py --prompt``) adds what the sampler's trajectory makes of it.
 Used in docs/default_model.md (sessions 5 and 6) to tell a weak DiT from a weak VAE or sampler.
 
-    python tools/diagnose_dit.py --model runs/x/model --prompt "a red circle moves right on a gray background"
+``--against`` asks whether the DiT reads a word: the same noised latents predicted with other prompts (the motion
+swapped, the colour swapped, the empty prompt), reported as the error on object voxels; a word the DiT ignores
+leaves it unchanged (session 9: every motion word, on every model so far).
+
+    python tools/diagnose_dit.py --model runs/x/model --prompt "a red circle moves right on a gray background" \
+        --against "a red circle moves left on a gray background" --against ""
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ from vidrt.world.grammar import parse
 from vidrt.world.render import render
 
 CRITERIA = ("adherence", "presence", "shape", "motion", "temporal", "clean")
+OBJECT_SHARE = 0.5   # a latent voxel is "object" where it is this share of the clip's largest distance from the background
 
 
 def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float) -> dict[str, Optional[float]]:
@@ -35,15 +41,25 @@ def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float
 
 @torch.no_grad()
 def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33, height: int = 64, width: int = 64,
-             levels: Sequence[float] = (0.3, 0.6, 0.9), seed: int = 0) -> dict[str, Any]:
+             levels: Sequence[float] = (0.3, 0.6, 0.9), seed: int = 0, against: Sequence[str] = ()) -> dict[str, Any]:
     """The one-step table for ``prompt``: truth through the VAE, then per noise level the latent MSE (overall and
-    per latent frame) and the decoded prediction's scores."""
+    per latent frame), the decoded prediction's scores, and the object-voxel MSE with ``prompt`` and with each
+    prompt of ``against`` on the same noised latents (``object_mse``: prompt -> MSE)."""
     parse(prompt)
     fps = pipe.defaults.fps
     x = torch.stack([from_frames(render(prompt, height, width, frames, fps, seed + i)) for i in range(n)]).to(pipe.device)
     z = pipe.vae.normalize(pipe.vae.encode(x.to(pipe.vae.dtype))).float()
-    kv = pipe.transformer.prepare_context(pipe.encode_prompts([prompt] * n, pipe.defaults.max_sequence_length))
+    for p in against:
+        if p:
+            parse(p)
+    kvs = {p: pipe.transformer.prepare_context(pipe.encode_prompts([p] * n, pipe.defaults.max_sequence_length))
+           for p in (prompt, *against)}
+    kv = kvs[prompt]
     background = z.mean(dim=(3, 4), keepdim=True)
+    # object voxels: some channel further from the frame's mean (the background) than half the clip's largest
+    # such distance
+    dev = (z - background).abs().amax(dim=1, keepdim=True)
+    objects = (dev > OBJECT_SHARE * dev.amax(dim=(2, 3, 4), keepdim=True)).float()
     result: dict[str, Any] = {
         "prompt": prompt, "clips": n, "size": f"{frames}x{height}x{width}",
         "object_signal_per_latent_frame": [round(float(v), 3) for v in (z - background).pow(2).mean(dim=(0, 1, 3, 4)).sqrt()],
@@ -55,9 +71,15 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
         v = pipe.transformer(xt.to(pipe.dtype), torch.full((n,), s * 1000.0, device=z.device), context_kv=kv).float()
         x0 = xt - s * v
         err = (x0 - z).pow(2)
+        object_mse = {}
+        for p, kv_p in kvs.items():
+            v_p = v if p == prompt else pipe.transformer(xt.to(pipe.dtype), torch.full((n,), s * 1000.0, device=z.device),
+                                                         context_kv=kv_p).float()
+            e = (xt - s * v_p - z).pow(2).mean(dim=1, keepdim=True)
+            object_mse[p] = float(f"{float((e * objects).sum() / objects.sum().clamp_min(1)):.6g}")
         result["levels"].append({"s": s, "latent_mse": round(float(err.mean()), 5),
                                  "latent_mse_per_frame": [round(float(e), 5) for e in err.mean(dim=(0, 1, 3, 4))],
-                                 **_scores(pipe, x0, prompt, fps)})
+                                 "object_mse": object_mse, **_scores(pipe, x0, prompt, fps)})
     return result
 
 
@@ -69,10 +91,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--size", default="33x64x64", help="FRAMESxHxW")
     ap.add_argument("--levels", default="0.3,0.6,0.9", help="comma list of noise levels s in (0, 1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--against", action="append", default=[], metavar="PROMPT",
+                    help="also predict the same noised latents with this prompt (repeatable; \"\" is the empty "
+                         "prompt): does the DiT read the words that differ?")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args(argv)
-    parse(args.prompt)   # a prompt outside the grammar fails before any model loads
+    for p in (args.prompt, *[a for a in args.against if a]):
+        parse(p)   # a prompt outside the grammar fails before any model loads
     levels = [float(v) for v in args.levels.split(",")]
     if not all(0 < s < 1 for s in levels):
         ap.error(f"--levels {args.levels}: each level must be in (0, 1)")
@@ -80,7 +106,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     pipe = vidrt.Pipeline.from_pretrained(args.model)
-    res = diagnose(pipe, args.prompt, n=args.n, frames=f, height=h, width=w, levels=levels, seed=args.seed)
+    res = diagnose(pipe, args.prompt, n=args.n, frames=f, height=h, width=w, levels=levels, seed=args.seed,
+                   against=args.against)
     text = json.dumps(res, indent=1)
     if args.json:
         with open(args.json, "w") as fh:
