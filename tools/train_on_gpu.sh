@@ -18,6 +18,10 @@
 #   EXTRA="--set dit_patch=1" INIT=runtime/assets/default ALT="--set dit_dim=192 --set dit_heads=3 \
 #     --set dit_layers=6 --set dit_ffn=576 --set dit_lr=5e-4" CAUSAL_STEPS=1000000 \
 #     tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# Session 9 found the DiT ignores the direction word (left vs right; tools/diagnose_dit.py --against): for the
+# second arm, rather than the resized continuation, a patch-1 arm from scratch with per-frame noise levels:
+#   EXTRA="--set dit_patch=1" ALT="--set dit_dim=192 --set dit_heads=3 --set dit_layers=6 --set dit_ffn=576 \
+#     --set dit_lr=5e-4 --set dit_frame_noise_prob=0.5" CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (the causal stage is fitted to CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget)
