@@ -9,7 +9,8 @@ Used in docs/default_model.md (sessions 5 and 6) to tell a weak DiT from a weak 
 
 ``--against`` asks whether the DiT reads a word: the same noised latents predicted with other prompts (the motion
 swapped, the colour swapped, the empty prompt), reported as the error on object voxels; a word the DiT ignores
-leaves it unchanged (session 9: every motion word, on every model so far).
+leaves it unchanged (session 9: the direction of a motion -- left vs right -- on every model so far; its axis and
+the colour are read).
 
     python tools/diagnose_dit.py --model runs/x/model --prompt "a red circle moves right on a gray background" \
         --against "a red circle moves left on a gray background" --against ""

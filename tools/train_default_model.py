@@ -190,8 +190,9 @@ class Preset:
     # bidirectional DiT; each frame clean -- timestep 0, no loss -- with probability dit_frame_clean_prob). With
     # one level for the whole clip the motion word barely changes the MSE-optimal prediction (at high noise the
     # x0 mean hides the trajectory, at low noise x_s shows it), so the DiT never learns to read it (session 9:
-    # swapping "right" for "left" left the one-step loss unchanged to 3 decimals, colour words doubled it);
-    # with some frames clearer than others the word says where the object is in the rest. 0: off (runs <= 9)
+    # "right" for "left" changed the one-step object error by 2 %, "up" for "left" by 77 %, another colour 3x:
+    # the axis is read, the direction not); with some frames clearer than others the word says where the object
+    # is in the rest. 0: off (runs <= 9; a first 4-prompt test was inconclusive, docs/default_model.md)
     dit_frame_noise_prob: float = 0.0
     dit_frame_clean_prob: float = 0.3
     # a diagnostic: train the DiT stage on these training prompts only (empty: the whole training split), to ask
