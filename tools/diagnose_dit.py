@@ -69,13 +69,13 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
     for s in levels:
         noise = torch.randn(z.shape, generator=gen).to(z.device)
         xt = (1 - s) * z + s * noise
-        v = pipe.transformer(xt.to(pipe.dtype), torch.full((n,), s * 1000.0, device=z.device), context_kv=kv).float()
+        timestep = torch.full((n,), s * 1000.0, device=z.device)
+        v = pipe.transformer(xt.to(pipe.dtype), timestep, context_kv=kv).float()
         x0 = xt - s * v
         err = (x0 - z).pow(2)
         object_mse = {}
         for p, kv_p in kvs.items():
-            v_p = v if p == prompt else pipe.transformer(xt.to(pipe.dtype), torch.full((n,), s * 1000.0, device=z.device),
-                                                         context_kv=kv_p).float()
+            v_p = v if p == prompt else pipe.transformer(xt.to(pipe.dtype), timestep, context_kv=kv_p).float()
             e = (xt - s * v_p - z).pow(2).mean(dim=1, keepdim=True)
             object_mse[p] = float(f"{float((e * objects).sum() / objects.sum().clamp_min(1)):.6g}")
         result["levels"].append({"s": s, "latent_mse": round(float(err.mean()), 5),

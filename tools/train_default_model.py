@@ -1080,13 +1080,16 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
         noise = torch.randn_like(x0)
         sv = s.view(b, 1, 1, 1, 1)
         ts = s * 1000
-        if p.dit_frame_noise_prob > 0 and t > 1:
+        per_frame = p.dit_frame_noise_prob > 0 and t > 1
+        if per_frame:
             sv, ts = frame_noise_levels(s, t, (h // p.dit_patch) * (w // p.dit_patch), p, torch.Generator().manual_seed(
                 int(rng.integers(2 ** 31))))
         xt = (1 - sv) * x0 + sv * noise
         ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
         pred = dit(xt, ts, ctx)
-        weight = fade_weights(weight, sv, p.dit_fg_noise_power) * (sv > 0).float()
+        weight = fade_weights(weight, sv, p.dit_fg_noise_power)
+        if per_frame:
+            weight = weight * (sv > 0).float()     # clean frames are context: no loss
         loss = weighted_mse(pred, noise - x0, weight)
         if p.dit_temporal_weight > 0 and x0.shape[2] > 1:
             # the x0 error's change from one latent frame to the next (x0 error = -s x velocity error): what
