@@ -1,5 +1,6 @@
 """tools/diagnose_dit.py: the one-step table has every level, per-frame errors that grow with the noise, and the
-truth through the VAE scored; a prompt outside the grammar fails before any model loads."""
+truth through the VAE scored; object tracks follow a rendered motion; clean context frames are given, not scored; a
+prompt outside the grammar fails before any model loads."""
 from __future__ import annotations
 
 import json
@@ -32,6 +33,39 @@ def test_one_step_table(tiny_wan, tmp_path):
         assert list(lv["object_mse"]) == ["a red circle moves right", "a blue square moves left", ""]
         assert all(v > 0 for v in lv["object_mse"].values())
     assert len(set(hi["object_mse"].values())) == 3
+    # one object track per prompt and level (5 frames -> 5 points), centroids inside the frame
+    for track in [res["truth_track"]] + [t for lv in res["levels"] for t in lv["tracks"].values()]:
+        assert len(track["x"]) == len(track["y"]) == 5
+        assert all(0.0 <= v <= 1.0 for v in track["x"] + track["y"])
+    assert list(hi["tracks"]) == list(hi["object_mse"])
+
+
+def test_object_track_follows_a_rendered_motion():
+    from vidrt.world.render import TRAVEL, render
+
+    tool = load_script(ROOT / "tools/diagnose_dit.py")
+    for d, sign in (("right", 1), ("left", -1)):
+        x, y = tool.object_track(render(f"a yellow circle moves {d} on a black background", 64, 64, 33, 16, 3))
+        assert sign * (x[-1] - x[0]) == pytest.approx(TRAVEL, abs=0.02)     # the whole travel, in frame widths
+        assert abs(y[-1] - y[0]) < 0.01 and 0.1 < y[0] < 0.9                 # on its row
+
+
+def test_context_frames_are_given(tiny_wan, tmp_path):
+    from vidrt.errors import ConfigError
+
+    tool = load_script(ROOT / "tools/diagnose_dit.py")
+    out = tmp_path / "d.json"
+    assert tool.main(["--model", str(tiny_wan), "--prompt", "a red circle moves right", "--n", "2", "--size",
+                      "9x32x32", "--levels", "0.9", "--threads", "1", "--context", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    (lv,) = res["levels"]
+    assert res["context_latent_frames"] == 1
+    per_frame = lv["latent_mse_per_frame"]
+    assert len(per_frame) == 3 and per_frame[0] == 0.0 and min(per_frame[1:]) > 0   # clean frame: x0 = x_s
+    assert lv["latent_mse"] == pytest.approx(sum(per_frame[1:]) / 2, rel=1e-3)      # scored on the noisy frames
+    with pytest.raises(ConfigError, match="context=3"):
+        tool.main(["--model", str(tiny_wan), "--prompt", "a red circle moves right", "--n", "1", "--size",
+                   "9x32x32", "--threads", "1", "--context", "3"])
 
 
 def test_rejects_bad_prompt_and_levels(tmp_path):
