@@ -146,6 +146,22 @@ def test_frame_noise_levels_give_some_samples_a_level_per_latent_frame():
     assert torch.equal(levels.view(400, 5), torch.full((400, 5), 0.5))
 
 
+def test_frame_anchor_gives_one_clean_frame_and_the_clip_level_elsewhere():
+    """dit_frame_anchor: per-frame samples get exactly one clean frame, anywhere, and the clip's own level on the
+    other frames (the motion word, not a second clean frame, must say where the object goes)."""
+    script = _load_script()
+    p = dataclasses_replace(script.PRESETS["smoke"], dit_frame_noise_prob=1.0, dit_frame_anchor=True)
+    s = torch.rand(600, generator=torch.Generator().manual_seed(1)) * 0.9 + 0.05
+    levels, ts = script.frame_noise_levels(s, 5, 3, p, torch.Generator().manual_seed(0))
+    lv = levels.view(600, 5)
+    clean = lv == 0
+    assert torch.equal(clean.sum(dim=1), torch.ones(600, dtype=torch.long))   # one anchor per sample
+    torch.testing.assert_close(lv[~clean], s[:, None].expand(600, 5)[~clean])  # the clip's level elsewhere
+    where = clean.float().mean(dim=0)
+    assert float(where.min()) > 0.13 and float(where.max()) < 0.27            # anchors spread over the 5 frames
+    torch.testing.assert_close(ts, (lv * 1000).repeat_interleave(3, dim=1))
+
+
 def test_dit_stage_trains_with_frame_noise(tmp_path):
     """The DiT stage runs with per-frame noise levels (per-token timesteps through the bidirectional DiT)."""
     script = _load_script()

@@ -195,6 +195,10 @@ class Preset:
     # is in the rest. 0: off (runs <= 9; a first 4-prompt test was inconclusive, docs/default_model.md)
     dit_frame_noise_prob: float = 0.0
     dit_frame_clean_prob: float = 0.3
+    # per-frame samples get ONE clean frame (the anchor, anywhere in the clip) and the clip's level s on the rest,
+    # instead of the independent levels above. Two clean frames show the track's velocity, which makes the motion
+    # word redundant; from one anchor only the word says which way the object went before it and goes after it
+    dit_frame_anchor: bool = False
     # a diagnostic: train the DiT stage on these training prompts only (empty: the whole training split), to ask
     # whether the DiT can learn a few prompts' clips at all or fails only when spread over the grammar
     dit_prompts: tuple = ()
@@ -381,12 +385,17 @@ def frame_noise_levels(s: torch.Tensor, frames: int, frame_tokens: int, p: "Pres
                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-latent-frame noise levels for ``dit_frame_noise_prob`` of the samples (the others keep their one level
     ``s``): independent logit-normal levels, each frame clean (0) with ``dit_frame_clean_prob``, at least one frame
-    noisy. Returns the levels shaped (B, 1, T, 1, 1) and the DiT's per-token timesteps (B, T x frame_tokens)."""
+    noisy; with ``dit_frame_anchor`` one random frame clean and the clip's level ``s`` on all the others. Returns the levels shaped (B, 1, T, 1, 1) and the DiT's per-token timesteps (B, T x frame_tokens)."""
     b = s.shape[0]
-    per = torch.sigmoid(p.dit_t_mean + torch.randn(b, frames, generator=gen))
-    clean = torch.rand(b, frames, generator=gen) < p.dit_frame_clean_prob
-    clean[torch.arange(b), torch.randint(frames, (b,), generator=gen)] = False
-    per = torch.where(clean, torch.zeros_like(per), per).to(s.device)
+    if p.dit_frame_anchor:
+        per = s.detach().cpu()[:, None].repeat(1, frames)
+        per[torch.arange(b), torch.randint(frames, (b,), generator=gen)] = 0.0
+        per = per.to(s.device)
+    else:
+        per = torch.sigmoid(p.dit_t_mean + torch.randn(b, frames, generator=gen))
+        clean = torch.rand(b, frames, generator=gen) < p.dit_frame_clean_prob
+        clean[torch.arange(b), torch.randint(frames, (b,), generator=gen)] = False
+        per = torch.where(clean, torch.zeros_like(per), per).to(s.device)
     use = (torch.rand(b, generator=gen) < p.dit_frame_noise_prob).to(s.device)
     levels = torch.where(use[:, None], per, s[:, None].expand(b, frames))
     return levels.view(b, 1, frames, 1, 1), (levels * 1000).repeat_interleave(frame_tokens, dim=1)
