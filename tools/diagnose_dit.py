@@ -9,8 +9,8 @@ Used in docs/default_model.md (sessions 5 and 6) to tell a weak DiT from a weak 
 
 ``--against`` asks whether the DiT reads a word: the same noised latents predicted with other prompts (the motion
 swapped, the colour swapped, the empty prompt), reported as the error on object voxels; a word the DiT ignores
-leaves it unchanged (session 9: the direction of a motion -- left vs right -- on every model so far; its axis and
-the colour are read). Each prompt's prediction is also reduced to an object *track*: the mean over clips of the
+leaves it unchanged (session 9: the direction of a motion -- left vs right -- on every grammar-trained model so far,
+its axis and the colour read; session 10: a DiT trained on four direction prompts for ~8 000 steps reads it). Each prompt's prediction is also reduced to an object *track*: the mean over clips of the
 object's centroid in the decoded x0, at five frames from first to last, beside the truth's -- where the DiT puts the
 object, in pixels, for each wording. ``--context K`` gives the first K latent frames clean (timestep 0, excluded
 from the errors): the diffusion-forcing question, does the word say where the object goes once its start is seen?

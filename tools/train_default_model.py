@@ -187,17 +187,18 @@ class Preset:
     # weight of a loss term on the x0 error's frame-to-frame change (0: off, as in runs <= 5)
     dit_temporal_weight: float = 0.0
     # share of clip samples trained with an independent noise level per latent frame (diffusion forcing on the
-    # bidirectional DiT; each frame clean -- timestep 0, no loss -- with probability dit_frame_clean_prob). With
-    # one level for the whole clip the motion word barely changes the MSE-optimal prediction (at high noise the
-    # x0 mean hides the trajectory, at low noise x_s shows it), so the DiT never learns to read it (session 9:
-    # "right" for "left" changed the one-step object error by 2 %, "up" for "left" by 77 %, another colour 3x:
-    # the axis is read, the direction not); with some frames clearer than others the word says where the object
-    # is in the rest. 0: off (runs <= 9; a first 4-prompt test was inconclusive, docs/default_model.md)
+    # bidirectional DiT; each frame clean -- timestep 0, no loss -- with probability dit_frame_clean_prob), so the
+    # motion word says where the object goes from the frames that are clearer. Session 9 found the DiT ignoring the
+    # direction word (left vs right) and proposed this; session 10 measured that it is not needed and costs at equal
+    # steps: on four direction prompts (17x64x64, patch 1, ~7 800 steps) one level per clip learnt the direction
+    # (samples: motion 0.81, adherence 0.58), all clips per-frame learnt it too but drew objects worse (motion 0.51,
+    # presence 0.55, adherence 0.32). The direction word is learnt late (not at 2 400 steps), not never. 0: off
     dit_frame_noise_prob: float = 0.0
     dit_frame_clean_prob: float = 0.3
     # per-frame samples get ONE clean frame (the anchor, anywhere in the clip) and the clip's level s on the rest,
     # instead of the independent levels above. Two clean frames show the track's velocity, which makes the motion
-    # word redundant; from one anchor only the word says which way the object went before it and goes after it
+    # word redundant; from one anchor only the word says which way the object went before it and goes after it.
+    # Unmeasured (an image-to-video style conditioning; off)
     dit_frame_anchor: bool = False
     # a diagnostic: train the DiT stage on these training prompts only (empty: the whole training split), to ask
     # whether the DiT can learn a few prompts' clips at all or fails only when spread over the grammar
