@@ -18,13 +18,16 @@
 #   EXTRA="--set dit_patch=1" INIT=runtime/assets/default ALT="--set dit_dim=192 --set dit_heads=3 \
 #     --set dit_layers=6 --set dit_ffn=576 --set dit_lr=5e-4" CAUSAL_STEPS=1000000 \
 #     tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
-# Session 9 found the DiT ignores the direction word (left vs right; tools/diagnose_dit.py --against): for the
-# second arm, rather than the resized continuation, a patch-1 arm from scratch with per-frame noise levels:
-#   EXTRA="--set dit_patch=1" ALT="--set dit_dim=192 --set dit_heads=3 --set dit_layers=6 --set dit_ffn=576 \
-#     --set dit_lr=5e-4 --set dit_frame_noise_prob=0.5" CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# Session 10 measured that per-frame noise is not needed for the direction word (four prompts at patch 1: one level
+# per clip learnt it in ~8 000 steps, motion 0.81; per-frame levels drew objects worse) and that patch 2 did not learn
+# it at equal tokens (motion 0.35) nor patch 1 with 4x the prompts (0.19): the word needs patch 1 and many steps per
+# prompt. The next call: the 192-dim DiT at patch 1 from scratch beside a 256-dim / 8-layer one (fp16 export):
+#   EXTRA="--set dit_patch=1" ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
+#     --set dit_lr=4e-4 --set export_dit_dtype=fp16" CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (the causal stage is fitted to CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
-# (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget)
+# (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget: 8.0 M parameters,
+# 16 MB per DiT in fp16, ~39 MB with the causal one, the VAE and the text encoder)
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
 # train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
 # the model and train the causal variant. Needs torch with CUDA; vidrt need not be installed.
