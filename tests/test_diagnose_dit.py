@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from vidrt.testing import load_script
 
@@ -36,7 +37,8 @@ def test_one_step_table(tiny_wan, tmp_path):
     # one object track per prompt and level (5 frames -> 5 points), centroids inside the frame
     for track in [res["truth_track"]] + [t for lv in res["levels"] for t in lv["tracks"].values()]:
         assert len(track["x"]) == len(track["y"]) == 5
-        assert all(0.0 <= v <= 1.0 for v in track["x"] + track["y"])
+        assert all(v is None or 0.0 <= v <= 1.0 for v in track["x"] + track["y"])
+        assert all((vx is None) == (vy is None) for vx, vy in zip(track["x"], track["y"]))
     assert list(hi["tracks"]) == list(hi["object_mse"])
 
 
@@ -48,6 +50,10 @@ def test_object_track_follows_a_rendered_motion():
         x, y = tool.object_track(render(f"a yellow circle moves {d} on a black background", 64, 64, 33, 16, 3))
         assert sign * (x[-1] - x[0]) == pytest.approx(TRAVEL, abs=0.02)     # the whole travel, in frame widths
         assert abs(y[-1] - y[0]) < 0.01 and 0.1 < y[0] < 0.9                 # on its row
+    frames = render("a yellow circle stays still on a black background", 32, 32, 3, 16, 0)
+    frames[1] = frames[1, 0, 0]                                               # frame 1: background only
+    x, y = tool.object_track(frames)
+    assert np.isnan(x[1]) and np.isnan(y[1]) and not np.isnan(x[[0, 2]]).any()
 
 
 def test_context_frames_are_given(tiny_wan, tmp_path):

@@ -10,9 +10,10 @@ Used in docs/default_model.md (sessions 5 and 6) to tell a weak DiT from a weak 
 ``--against`` asks whether the DiT reads a word: the same noised latents predicted with other prompts (the motion
 swapped, the colour swapped, the empty prompt), reported as the error on object voxels; a word the DiT ignores
 leaves it unchanged (session 9: the direction of a motion -- left vs right -- on every grammar-trained model so far,
-its axis and the colour read; session 10: a DiT trained on four direction prompts for ~8 000 steps reads it). Each prompt's prediction is also reduced to an object *track*: the mean over clips of the
-object's centroid in the decoded x0, at five frames from first to last, beside the truth's -- where the DiT puts the
-object, in pixels, for each wording. ``--context K`` gives the first K latent frames clean (timestep 0, excluded
+its axis and the colour read; session 10: a DiT trained on four direction prompts for ~8 000 steps reads it).
+Each prompt's prediction is also reduced to an object *track*: the mean over clips of the object's centroid in the
+decoded x0, at five frames from first to last, beside the truth's -- where the DiT puts the object, in frame units,
+for each wording. ``--context K`` gives the first K latent frames clean (timestep 0, excluded
 from the errors): the diffusion-forcing question, does the word say where the object goes once its start is seen?
 
     python tools/diagnose_dit.py --model runs/x/model --prompt "a red circle moves right on a gray background" \
@@ -39,28 +40,38 @@ from vidrt.world.render import render
 CRITERIA = ("adherence", "presence", "shape", "motion", "temporal", "clean")
 OBJECT_SHARE = 0.5   # a latent voxel is "object" where it is this share of the clip's largest distance from the background
 TRACK_POINTS = 5     # frames (first to last, evenly spaced) at which tracks are reported
+NO_OBJECT = 24.0     # a frame whose largest distance from its background (sum over RGB, 0-255) is below this is empty
 
 
 def object_track(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(T, H, W, 3) frames -> per-frame centroid (x / width, y / height) of the pixels further from the frame's
     median colour (its background) than half the frame's largest such distance, weighted by that distance. Robust
-    to the blurred objects of high-noise x0 predictions, where the world scorer finds no shape."""
+    to the blurred objects of high-noise x0 predictions, where the world scorer finds no shape. NaN where a frame
+    holds nothing but its background."""
     f = np.asarray(frames, dtype=np.float32)
     bg = np.median(f.reshape(f.shape[0], -1, 3), axis=1)[:, None, None, :]
     d = np.abs(f - bg).sum(-1)
-    wgt = d * (d > OBJECT_SHARE * d.max(axis=(1, 2), keepdims=True))
-    mass = wgt.sum(axis=(1, 2)) + 1e-6
+    peak = d.max(axis=(1, 2))
+    wgt = d * (d > OBJECT_SHARE * peak[:, None, None])
+    mass = np.where(peak < NO_OBJECT, np.nan, wgt.sum(axis=(1, 2)))
     x = (wgt * np.arange(f.shape[2])[None, None, :]).sum(axis=(1, 2)) / mass / f.shape[2]
     y = (wgt * np.arange(f.shape[1])[None, :, None]).sum(axis=(1, 2)) / mass / f.shape[1]
     return x, y
 
 
-def _track(pipe: vidrt.Pipeline, latents: torch.Tensor) -> dict[str, list[float]]:
-    """Mean object track of decoded ``latents`` at TRACK_POINTS frames."""
+def _track(pipe: vidrt.Pipeline, latents: torch.Tensor) -> dict[str, list[Optional[float]]]:
+    """Mean object track of decoded ``latents`` at TRACK_POINTS frames, over the clips with an object there (None:
+    none has)."""
     xy = [object_track(to_frames(v)) for v in pipe.decode(latents)]
     t = len(xy[0][0])
     at = np.unique(np.linspace(0, t - 1, TRACK_POINTS).round().astype(int))
-    return {k: [round(float(v), 3) for v in np.mean([c[i] for c in xy], axis=0)[at]] for i, k in enumerate("xy")}
+    out = {}
+    for i, k in enumerate("xy"):
+        vals = np.array([c[i][at] for c in xy])
+        present = ~np.isnan(vals)
+        mean = np.where(present, vals, 0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+        out[k] = [round(float(m), 3) if present[:, j].any() else None for j, m in enumerate(mean)]
+    return out
 
 
 def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float) -> dict[str, Optional[float]]:
