@@ -66,6 +66,7 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
     """Generate and score `prompts` at one size; ground-truth and mismatched-render references too."""
     fps = pipe.defaults.fps
     gen_scores, gt_scores, wrong_scores, vae_scores, rows, samples = [], [], [], [], [], []
+    by_motion: dict[str, list[float]] = {}
     seconds = 0.0
     bar = tqdm(total=len(prompts), desc=f"{frames}x{height}x{width}", unit="clip", leave=False)
     for start in range(0, len(prompts), batch):
@@ -84,6 +85,9 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
             gt_scores.append(score(truth, prompt, fps=fps))
             vae_scores.append(score(vae_roundtrip(pipe, truth), prompt, fps=fps))
             wrong_scores.append(score(other, prompt, fps=fps))
+            for spec, obj in zip(parse(prompt).objects, s.objects):
+                if obj.motion is not None:
+                    by_motion.setdefault(spec.motion, []).append(obj.motion)
             rows.append({"index": i, "prompt": prompt, **{k: getattr(s, k) for k in CRITERIA},
                          "seen": [[o.name, o.seen_shape, o.seen_motion] for o in s.objects]})
             if len(samples) < keep_frames:
@@ -94,6 +98,9 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
             "prompts": len(prompts), "seconds_per_clip": seconds / len(prompts),
             "generated": _mean_criteria(gen_scores), "ground_truth": _mean_criteria(gt_scores),
             "truth_through_vae": _mean_criteria(vae_scores), "mismatched_truth": _mean_criteria(wrong_scores),
+            # per motion word, the generated objects' motion score and how many objects were asked it: does the
+            # DiT tell "left" from "right" (session 10), "grows" from "shrinks"?
+            "motion_by_word": {m: {"motion": float(np.mean(v)), "objects": len(v)} for m, v in sorted(by_motion.items())},
             "rows": rows, "_samples": samples}
 
 
@@ -170,6 +177,10 @@ def markdown(result: dict) -> str:
                      + " | ".join(_fmt(g[k]) for k in CRITERIA[1:])
                      + f" | {_fmt(c['ground_truth']['adherence'])} | {_fmt(c['truth_through_vae']['adherence'])} | "
                      f"{_fmt(c['mismatched_truth']['adherence'])} |")
+    for c in result["configs"]:
+        if c.get("motion_by_word"):
+            lines += ["", f"Motion score by the motion asked, {c['size']} (objects): " + ", ".join(
+                f"{m} {v['motion']:.2f} ({v['objects']})" for m, v in c["motion_by_word"].items())]
     if result.get("vae_psnr"):
         lines += ["", "VAE reconstruction PSNR on held-out renders (dB): "
                   + ", ".join(f"{k}: {v:.2f}" for k, v in result["vae_psnr"].items())]

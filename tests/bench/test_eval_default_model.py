@@ -25,6 +25,14 @@ def test_eval_writes_table_with_references(tiny_wan, tmp_path):
     assert c["truth_through_vae"]["adherence"] < c["ground_truth"]["adherence"] - 0.3   # random VAE: noise
     md = (tmp_path / "t.md").read_text()
     assert "truth through the VAE" in md and "| 5x32x32 | 3 |" in md
+    # motion per motion word: every asked object of the 3 clips counted once, scores in [0, 1]
+    from vidrt.world.grammar import held_out_prompts, parse
+
+    asked = [o.motion for p in held_out_prompts()[:3] for o in parse(p).objects]
+    by_word = c["motion_by_word"]
+    assert {m: v["objects"] for m, v in by_word.items()} == {m: asked.count(m) for m in set(asked)}
+    assert all(0.0 <= v["motion"] <= 1.0 for v in by_word.values())
+    assert "Motion score by the motion asked, 5x32x32" in md
 
 
 def test_eval_given_prompts_with_repeats(tiny_wan, tmp_path):
