@@ -100,7 +100,8 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
             "truth_through_vae": _mean_criteria(vae_scores), "mismatched_truth": _mean_criteria(wrong_scores),
             # per motion word, the generated objects' motion score and how many objects were asked it: does the
             # DiT tell "left" from "right" (session 10), "grows" from "shrinks"?
-            "motion_by_word": {m: {"motion": float(np.mean(v)), "objects": len(v)} for m, v in sorted(by_motion.items())},
+            "motion_by_word": {m: {"motion": float(np.mean(v)), "objects": len(v)}
+                               for m, v in sorted(by_motion.items())},
             "rows": rows, "_samples": samples}
 
 

@@ -99,7 +99,8 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
     kv = kvs[prompt]
     b, _, t, h, w = z.shape
     if not 0 <= context < t:
-        raise ConfigError(f"context={context}: give 0 to {t - 1} clean latent frames ({frames} frames have {t})")
+        raise ConfigError(f"context={context}: give 0 to {t - 1} clean latent frames "
+                          f"({frames} frames have {t})")
     patch = pipe.transformer.config.patch_size
     frame_tokens = (h // patch[1]) * (w // patch[2])
     background = z.mean(dim=(3, 4), keepdim=True)

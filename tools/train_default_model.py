@@ -190,7 +190,7 @@ class Preset:
     # bidirectional DiT; each frame clean -- timestep 0, no loss -- with probability dit_frame_clean_prob), so the
     # motion word says where the object goes from the frames that are clearer. Session 9 found the DiT ignoring the
     # direction word (left vs right) and proposed this; session 10 measured that it is not needed and costs at equal
-    # steps: on four direction prompts (17x64x64, patch 1, ~7 800 steps) one level per clip learnt the direction
+    # steps: on four direction prompts (17x64x64, patch 1, 7 400-8 200 steps) one level per clip learnt the direction
     # (samples: motion 0.81, adherence 0.58), all clips per-frame learnt it too but drew objects worse (motion 0.51,
     # presence 0.55, adherence 0.32). The direction word is learnt late (not at 2 400 steps), not never. 0: off
     dit_frame_noise_prob: float = 0.0
@@ -386,7 +386,8 @@ def frame_noise_levels(s: torch.Tensor, frames: int, frame_tokens: int, p: "Pres
                        gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-latent-frame noise levels for ``dit_frame_noise_prob`` of the samples (the others keep their one level
     ``s``): independent logit-normal levels, each frame clean (0) with ``dit_frame_clean_prob``, at least one frame
-    noisy; with ``dit_frame_anchor`` one random frame clean and the clip's level ``s`` on all the others. Returns the levels shaped (B, 1, T, 1, 1) and the DiT's per-token timesteps (B, T x frame_tokens)."""
+    noisy; with ``dit_frame_anchor`` one random frame clean and the clip's level ``s`` on all the others. Returns
+    the levels shaped (B, 1, T, 1, 1) and the DiT's per-token timesteps (B, T x frame_tokens)."""
     b = s.shape[0]
     if p.dit_frame_anchor:
         per = s.detach().cpu()[:, None].repeat(1, frames)
