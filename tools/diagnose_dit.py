@@ -59,10 +59,10 @@ def object_track(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def _track(pipe: vidrt.Pipeline, latents: torch.Tensor) -> dict[str, list[Optional[float]]]:
-    """Mean object track of decoded ``latents`` at TRACK_POINTS frames, over the clips with an object there (None:
+def _track(clips: list[np.ndarray]) -> dict[str, list[Optional[float]]]:
+    """Mean object track of decoded ``clips`` at TRACK_POINTS frames, over the clips with an object there (None:
     none has)."""
-    xy = [object_track(to_frames(v)) for v in pipe.decode(latents)]
+    xy = [object_track(c) for c in clips]
     t = len(xy[0][0])
     at = np.unique(np.linspace(0, t - 1, TRACK_POINTS).round().astype(int))
     out = {}
@@ -74,8 +74,13 @@ def _track(pipe: vidrt.Pipeline, latents: torch.Tensor) -> dict[str, list[Option
     return out
 
 
-def _scores(pipe: vidrt.Pipeline, latents: torch.Tensor, prompt: str, fps: float) -> dict[str, Optional[float]]:
-    means = mean_scores([score(to_frames(v), prompt, fps) for v in pipe.decode(latents)])
+def _decoded(pipe: vidrt.Pipeline, latents: torch.Tensor) -> list[np.ndarray]:
+    """Latents -> (T, H, W, 3) uint8 clips, decoded once for both the scores and the tracks."""
+    return [to_frames(v) for v in pipe.decode(latents)]
+
+
+def _scores(clips: list[np.ndarray], prompt: str, fps: float) -> dict[str, Optional[float]]:
+    means = mean_scores([score(c, prompt, fps) for c in clips])
     return {k: None if means[k] is None else round(means[k], 3) for k in CRITERIA}
 
 
@@ -111,8 +116,9 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
     result: dict[str, Any] = {
         "prompt": prompt, "clips": n, "size": f"{frames}x{height}x{width}",
         "object_signal_per_latent_frame": [round(float(v), 3) for v in (z - background).pow(2).mean(dim=(0, 1, 3, 4)).sqrt()],
-        "context_latent_frames": context, "truth_through_vae": _scores(pipe, z, prompt, fps),
-        "truth_track": _track(pipe, z), "levels": []}
+        "context_latent_frames": context}
+    truth = _decoded(pipe, z)
+    result.update({"truth_through_vae": _scores(truth, prompt, fps), "truth_track": _track(truth), "levels": []})
     objects[:, :, :context] = 0     # clean context frames are given, not predicted
     gen = torch.Generator("cpu").manual_seed(seed)
     for s in levels:
@@ -125,14 +131,15 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
         x0s = {p: xt - sv * pipe.transformer(xt.to(pipe.dtype), timestep, context_kv=kv_p).float()
                for p, kv_p in kvs.items()}
         err = (x0s[prompt] - z).pow(2)
+        clips = {p: _decoded(pipe, x0_p) for p, x0_p in x0s.items()}
         object_mse = {}
         for p, x0_p in x0s.items():
             e = (x0_p - z).pow(2).mean(dim=1, keepdim=True)
             object_mse[p] = float(f"{float((e * objects).sum() / objects.sum().clamp_min(1)):.6g}")
         result["levels"].append({"s": s, "latent_mse": round(float(err[:, :, context:].mean()), 5),
                                  "latent_mse_per_frame": [round(float(e), 5) for e in err.mean(dim=(0, 1, 3, 4))],
-                                 "object_mse": object_mse, "tracks": {p: _track(pipe, x0_p) for p, x0_p in x0s.items()},
-                                 **_scores(pipe, x0s[prompt], prompt, fps)})
+                                 "object_mse": object_mse, "tracks": {p: _track(c) for p, c in clips.items()},
+                                 **_scores(clips[prompt], prompt, fps)})
     return result
 
 
