@@ -82,3 +82,9 @@ for stage in ("dit", "causal"):
 EOF
   grep -E "steps/s|step [0-9]+ \(" "$OUT/${arm}.log" | tail -3
 done
+# the device tool brings back files of at most 16 MiB: larger ones (a 256-dim DiT's fp32 EMA is 32 MB) travel in
+# 15 MiB parts; rejoin with: cat ARM_dit.pt.part* > ARM_dit.pt
+for f in "$OUT"/*.pt; do
+  if [ "$(stat -c %s "$f")" -gt $((15 * 1024 * 1024)) ]; then split -b 15M "$f" "$f.part" && rm "$f"; fi
+done
+ls -l "$OUT"
