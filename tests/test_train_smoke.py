@@ -363,6 +363,14 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     assert state["done"] and state["step"] == state["steps"] and 6 < state["steps"] < 10_000
     saved = torch.load(tmp_path / "dit.pt", weights_only=False)
     assert saved["steps"] == state["steps"] and saved["cache"]["added"] >= state["steps"] - script.FEED_LAG
+    # the same call again (a GPU call repeated with the same budget) returns the finished stage untouched; only a
+    # budget clearly beyond the minutes it trained continues it (a warm restart of the schedule)
+    same = script.train_dit(p, ck, vae, 0, torch.device("cpu"), None, None, fit_minutes=0.1)
+    assert same["step"] == state["step"] and same["elapsed"] == state["elapsed"]
+    assert not script.stage_continues(state, 10_000, 0.1)
+    assert script.stage_continues({**state, "elapsed": 60 * 7.23}, 10_000, 10.8)
+    assert not script.stage_continues({**state, "elapsed": 60 * 7.23}, 10_000, 7.2)
+    assert script.stage_continues(state, state["step"] + 1, None) and not script.stage_continues(state, 6, None)
     # the causal stage fits its length the same way (--fit-causal-minutes) and the export records that count
     causal = script.train_causal(dataclasses_replace(p, causal_steps=10_000), ck, vae, state, 0,
                                  torch.device("cpu"), None, fit_minutes=0.05)

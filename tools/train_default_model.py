@@ -944,6 +944,16 @@ class LatentCache:
         return torch.stack([items[i][0] for i in idx]).float(), weight, [items[i][2] for i in idx]
 
 
+def stage_continues(state: dict, steps: int, fit_minutes: Optional[float]) -> bool:
+    """Whether a finished stage trains on: with ``fit_minutes``, only for a budget clearly beyond the minutes it
+    already trained (a call repeated with the same budget must not warm-restart the schedule: session 11 lost a
+    finished DiT's end of schedule that way), else for more ``steps`` than it ran."""
+    if fit_minutes is not None:
+        left = 60 * fit_minutes - state.get("elapsed", 0.0)
+        return left > max(30.0, 0.05 * 60 * fit_minutes)
+    return state["step"] < steps
+
+
 def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, steps: int, lr: float, warmup: int,
                        seed: int, device: torch.device, cache, warm: Callable[[np.random.Generator], None],
                        step_loss: Callable, init: Optional[dict] = None, max_minutes: Optional[float] = None,
@@ -957,7 +967,7 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
     steps to reproduce the run). Returns the stage's final state (``done`` False when a time budget paused it).
     A finished stage's checkpoint needs only its EMA weights, step and ``done``."""
     state = ck.load(name)
-    if state is not None and state.get("done") and state["step"] >= steps:
+    if state is not None and state.get("done") and not stage_continues(state, steps, fit_minutes):
         logger.info("%s: trained (step %d), loaded from %s", what, state["step"], ck.dir / name)
         return state
     tokenizer = make_tokenizer(p)
