@@ -11,21 +11,20 @@
 # EXTRA (environment): more arguments for every arm (e.g. a quick check on the CPU: DEVICE=cpu EXTRA="--set
 # dit_tokens_per_batch=144 --set cache_warm=2").
 # VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice) or is an
-# exported model folder whose VAE is used (runtime/assets/default: the package alone is enough). The next GPU
-# session's call (session 8: at patch 1x1x1 -- 8-pixel tokens -- one prompt's DiT moved its object after 3 000
-# steps, motion 0.56 vs 0.06 at 1x2x2 for equal compute, docs/default_model.md): the 192-dim DiT at patch 1 from scratch (EXTRA applies to both arms) beside the
-# shipped DiT resized to patch 1 and continued (--dit-init across patch sizes):
-#   EXTRA="--set dit_patch=1" INIT=runtime/assets/default ALT="--set dit_dim=192 --set dit_heads=3 \
-#     --set dit_layers=6 --set dit_ffn=576 --set dit_lr=5e-4" CAUSAL_STEPS=1000000 \
-#     tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
-# Session 10 measured that per-frame noise is not needed for the direction word (four prompts at patch 1: one level
-# per clip learnt it in ~8 000 steps, motion 0.81; per-frame levels drew objects worse) and that patch 2 did not learn
-# it at equal tokens (motion 0.35) nor patch 1 with 4x the prompts (0.19): the word needs patch 1 and many steps per
-# prompt. The next call: the 192-dim DiT at patch 1 from scratch beside a 256-dim / 8-layer one (fp16 export):
-#   EXTRA="--set dit_patch=1" ALT="--set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
-#     --set dit_lr=4e-4 --set export_dit_dtype=fp16" CAUSAL_STEPS=1000000 tools/train_on_gpu.sh runtime/assets/default $OUT 6.5
+# exported model folder whose VAE is used (runtime/assets/default: the package alone is enough).
+# Session 11 (H100, benchmarks/results/gpu_training_h100.md): at patch 1x1x1 a 256-dim / 8-layer DiT trained from
+# scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar (the shipped DiT and a
+# 192-dim one at patch 1 do not) and ties the shipped DiT's adherence; its weights are carried in
+# tools/carry/dit256_p1 (fp16) for the next call to continue them, two arms at two learning rates, then (a second
+# call on the warm machine) their causal stages:
+#   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
+#     --set export_dit_dtype=fp16"
+#   export EXTRA="$P1" INIT=tools/carry/dit256_p1 ALT_INIT=tools/carry/dit256_p1 WIDE="--set dit_lr=3e-4" \
+#     ALT="--set dit_lr=1.5e-4"
+#   tools/train_on_gpu.sh runtime/assets/default $OUT 8
+#   CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 tools/train_on_gpu.sh runtime/assets/default $OUT 8   # same machine
+# (EXTRA comes last on each arm's command line, so it must not set what WIDE or ALT set)
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
-# (the causal stage is fitted to CAUSAL_MIN minutes, default 1.5: DiT + causal + start-up fit a 10-minute call)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget: 8.0 M parameters,
 # 16 MB per DiT in fp16, ~39 MB with the causal one, the VAE and the text encoder)
 # Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
@@ -45,13 +44,13 @@ export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 # the gpu preset (the shipped model's recipe: frame-local VAE, GPU data throughput, the 192-dim DiT) and a second
 # arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds.
 # INIT (environment): a dit.pt or an exported model folder (e.g. runtime/assets/default) the wide arm starts from
-# (--dit-init: GPU training carried across sessions). ALT: the second arm's flags (default: run 3's small DiT).
+# (--dit-init: GPU training carried across sessions); WIDE: its own flags. ALT_INIT: the same for the second arm. ALT: the second arm's flags (default: run 3's small DiT).
 # CAUSAL_STEPS (> 0): also fine-tune the causal DiT on the card (default 0: the CPU does it, ~13 min at 1
 # thread), its length fitted to CAUSAL_MIN minutes.
 COMMON=(--preset gpu --set checkpoint_minutes=0)
 declare -A ARMS
-ARMS[wide]="${INIT:+--dit-init $REPO/$INIT}"
-ARMS[alt]="${ALT:---set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384}"
+ARMS[wide]="${INIT:+--dit-init $REPO/$INIT} ${WIDE:-}"
+ARMS[alt]="${ALT_INIT:+--dit-init $REPO/$ALT_INIT} ${ALT:---set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384}"
 
 for arm in "${!ARMS[@]}"; do
   work=/tmp/work_$arm
