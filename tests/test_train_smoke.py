@@ -449,6 +449,28 @@ def test_dit_init_from_the_exported_embedded_model(tmp_path):
         script.exported_dit_state(tmp_path)
 
 
+def test_carried_dit_fits_its_recorded_recipe_and_the_shipped_vae():
+    """tools/carry/dit256_p1 (the GPU run the next lease continues): its EMA DiT and text encoder load strictly
+    into the preset its vidrt.json records, and its latent channels are the shipped VAE's (the link it runs on)."""
+    import vidrt.pipeline as P
+
+    script = _load_script()
+    folder = Path(__file__).resolve().parents[1] / "tools" / "carry" / "dit256_p1"
+    if not (folder / "vidrt.json").is_file():
+        pytest.skip("no carried DiT in this checkout")
+    info = json.loads((folder / "vidrt.json").read_text())["_training"]
+    p = script.apply_overrides(dataclasses_replace(script.PRESETS[info["preset"]]),
+                               [f"{k}={v}" for k, v in info["changed_from_preset"].items()])
+    state = script.exported_dit_state(folder)
+    dit = script.make_dit(p)
+    dit.load_state_dict(state["ema_dit"])
+    script.make_text_encoder(p, len(script.make_tokenizer(p))).load_state_dict(state["ema_text"])
+    assert state["step"] == info["dit_step"] == 5887 and dit.config.patch_size == (1, 1, 1)
+    shipped_vae = json.loads((P.embedded_model_path() / "vae" / "config.json").read_text())
+    assert json.loads((folder / "vae" / "config.json").read_text()) == shipped_vae
+    assert dit.config.in_channels == shipped_vae["z_dim"]
+
+
 def test_vae_from_the_exported_embedded_model(tmp_path):
     """--vae-from: the embedded model's VAE becomes a workdir's finished VAE chain (the DiT stages then run on a
     machine without the run's checkpoints, e.g. a lent GPU); a VAE of another size stops with the problem named."""
