@@ -380,6 +380,15 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     assert info["causal_steps_planned"] == causal["steps"] == info["causal_step"]
     slim = {k: saved[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
     torch.save(slim, tmp_path / "dit.pt")
+    # --preset-from: the stripped checkpoint (what a GPU arm brings back) carries its whole recipe, with the fitted
+    # step count as the stage's length
+    recorded = script.recorded_preset(tmp_path / "dit.pt")
+    assert recorded == dataclasses_replace(p, dit_steps=state["steps"]) and recorded != script.PRESETS["smoke"]
+    torch.save({"step": 1}, tmp_path / "bare.pt")
+    with pytest.raises(SystemExit, match="records no preset"):
+        script.recorded_preset(tmp_path / "bare.pt")
+    with pytest.raises(SystemExit, match="not a readable stage checkpoint"):
+        script.recorded_preset(tmp_path / "missing.pt")
     again = script.train_dit(dataclasses_replace(p, dit_steps=state["steps"]), ck, vae, 0, torch.device("cpu"),
                              None, None)
     assert again["step"] == state["step"] and "opt" not in again

@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import random
 import sys
 import time
@@ -1367,6 +1368,29 @@ def export_causal(p: Preset, state: dict, out: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------- main
 
+def recorded_preset(path: Path) -> Preset:
+    """The preset a stage checkpoint recorded (every field, ``--set`` overrides included): the recipe of a run whose
+    flags are not at hand, e.g. an arm of tools/train_on_gpu.sh."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        rec = dict(state["preset"])
+    except (OSError, RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        raise SystemExit(f"--preset-from {path}: not a readable stage checkpoint ({e})") from None
+    except (KeyError, TypeError):
+        raise SystemExit(f"--preset-from {path}: the checkpoint records no preset (a stage checkpoint of this "
+                         "script has one; pass --preset and --set instead)") from None
+    fields = {f.name for f in dataclasses.fields(Preset)}
+    unknown = sorted(set(rec) - fields)
+    if unknown:
+        raise SystemExit(f"--preset-from {path}: recorded fields {unknown} are not this script's; an older or newer "
+                         "recipe -- pass --preset and --set instead")
+    if path.name.endswith("dit.pt") and "steps" in state:   # a fitted DiT stage: its length is the fitted count
+        rec["dit_steps"] = state["steps"]
+    # fields added since the checkpoint was written keep their defaults; lists from older pickles become tuples
+    return dataclasses.replace(Preset(name=rec["name"]),
+                               **{k: tuple(v) if isinstance(v, list) else v for k, v in rec.items()})
+
+
 def apply_overrides(p: Preset, items: list[str]) -> Preset:
     """``FIELD=VALUE`` overrides of preset fields; values are JSON (lists become tuples) or plain strings."""
     fields = {f.name: f for f in dataclasses.fields(Preset)}
@@ -1436,6 +1460,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--export-only", action="store_true", help="export the latest checkpoint (EMA) and exit")
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--eval", action="store_true", help="also run the adherence evaluation after export")
+    ap.add_argument("--preset-from", type=Path, default=None, metavar="CHECKPOINT",
+                    help="use the preset a stage checkpoint recorded (e.g. a GPU arm's ARM_dit.pt: its recipe "
+                         "without repeating its --set flags); --preset is ignored, --set applies on top")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a preset field (repeatable), e.g. --set dit_dim=192 --set dit_layers=6; "
                          "the values are recorded in the checkpoints and the exported vidrt.json")
@@ -1443,7 +1470,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.causal_out is None:
         args.causal_out = args.out.parent / f"{args.out.name}_causal"
 
-    p = apply_overrides(dataclasses.replace(PRESETS[args.preset]), args.set)
+    base = recorded_preset(args.preset_from) if args.preset_from else dataclasses.replace(PRESETS[args.preset])
+    p = apply_overrides(base, args.set)
     if args.vae_steps is not None:
         p.vae_steps = args.vae_steps
     if args.dit_steps is not None:

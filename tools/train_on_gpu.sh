@@ -28,9 +28,12 @@
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget: 8.0 M parameters,
 # 16 MB per DiT in fp16, ~39 MB with the causal one, the VAE and the text encoder)
-# Then, on any machine: copy ARM_dit.pt as dit.pt into a workdir with the VAE and decoder checkpoints and run
-# train_default_model.py with the arm's --set flags and --dit-steps STEPS (its log's "steps in all") to export
-# the model and train the causal variant. Needs torch with CUDA; vidrt need not be installed.
+# Then, on any machine (cat ARM_dit.pt.part* > ARM_dit.pt where it came in parts): copy ARM_dit.pt as dit.pt (and
+# ARM_causal.pt as causal.pt) into a workdir and export with the recipe the checkpoint recorded:
+#   python tools/train_default_model.py --preset-from OUT/ARM_dit.pt --workdir W --vae-from runtime/assets/default \
+#     --causal-steps N --export-only        # N: the causal log's fitted count; default --out: the package's folders
+# then benchmarks/run_default_model.sh and the long-clip benchmarks. Needs torch with CUDA; vidrt need not be
+# installed.
 # A workdir an earlier call left on the same (warm) machine is resumed: call again with a larger FIT_MIN to
 # continue (session 7: 7.5 then 10.8); on a fresh machine every arm starts over.
 set -u
