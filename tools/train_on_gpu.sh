@@ -24,6 +24,9 @@
 #     ALT="--set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
 #   CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 tools/train_on_gpu.sh runtime/assets/default $OUT 8   # same machine
+# (session 11's timings: call 1 478 s of wall time at FIT_MIN 7.2 -- 31 s start-up, 12 s to save --, call 2 135 s,
+# 674 s of device time with the machine's start: FIT_MIN 8 and the causal call fit one 15-minute lease; make the
+# second call within the 30 s the machine stays warm, or it starts bare and both arms start over)
 # (EXTRA comes last on each arm's command line, so it must not set what WIDE or ALT set)
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget: 8.0 M parameters,
