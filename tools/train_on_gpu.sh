@@ -51,13 +51,15 @@ export PYTHONPATH="$PKG" PYTHONUNBUFFERED=1
 # the gpu preset (the shipped model's recipe: frame-local VAE, GPU data throughput, the 192-dim DiT) and a second
 # arm beside it; session 7 ran these as --set flags on the full preset (commit 06f3be3), which the preset now holds.
 # INIT (environment): a dit.pt or an exported model folder (e.g. runtime/assets/default) the wide arm starts from
-# (--dit-init: GPU training carried across sessions); WIDE: its own flags. ALT_INIT: the same for the second arm. ALT: the second arm's flags (default: run 3's small DiT).
+# (--dit-init: GPU training carried across sessions); WIDE: its own flags. ALT_INIT, ALT: the same for the second
+# arm (ALT's default: run 3's small DiT).
 # CAUSAL_STEPS (> 0): also fine-tune the causal DiT on the card (default 0: the CPU does it, ~13 min at 1
 # thread), its length fitted to CAUSAL_MIN minutes.
 COMMON=(--preset gpu --set checkpoint_minutes=0)
 declare -A ARMS
 ARMS[wide]="${INIT:+--dit-init $REPO/$INIT} ${WIDE:-}"
-ARMS[alt]="${ALT_INIT:+--dit-init $REPO/$ALT_INIT} ${ALT:---set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384}"
+SMALL="--set dit_lr=6e-4 --set dit_dim=128 --set dit_heads=2 --set dit_layers=4 --set dit_ffn=384"
+ARMS[alt]="${ALT_INIT:+--dit-init $REPO/$ALT_INIT} ${ALT:-$SMALL}"
 
 for arm in "${!ARMS[@]}"; do
   work=/tmp/work_$arm
