@@ -423,11 +423,12 @@ def test_dit_init_starts_a_new_stage_from_an_earlier_one(tmp_path):
     p, vae, _ = _smoke_cache(script, None, dit_steps=3)
     first = script.train_dit(p, script.Checkpoints(tmp_path / "a"), vae, 0, torch.device("cpu"), None, None)
     slim = {k: first[k] for k in ("ema_dit", "ema_text", "step", "elapsed")}
-    # zero steps on top: the new stage's weights are exactly the ones it started from
+    # zero steps on top: the earlier stage is taken as this run's finished one -- same weights, its own record
     again = script.train_dit(dataclasses_replace(p, dit_steps=0), script.Checkpoints(tmp_path / "b"), vae, 0,
-                             torch.device("cpu"), None, None, init=slim)
+                             torch.device("cpu"), None, None, init={**slim, "init": {"step": 7}})
     assert all(torch.equal(again["ema_dit"][k], first["ema_dit"][k]) for k in first["ema_dit"])
-    assert again["init"]["step"] == 3 and again["step"] == 0
+    assert again["done"] and again["step"] == again["steps"] == 3 and again["init"] == {"step": 7}
+    assert script.Checkpoints(tmp_path / "b").load("dit.pt")["step"] == 3
     more = script.train_dit(p, script.Checkpoints(tmp_path / "c"), vae, 0, torch.device("cpu"), None, None, init=slim)
     assert more["step"] == 3 and not torch.equal(more["ema_dit"]["proj_out.weight"], first["ema_dit"]["proj_out.weight"])
     with pytest.raises(SystemExit, match="does not fit this preset's DiT"):

@@ -983,6 +983,15 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
                              f"({str(e).splitlines()[0][:200]}); pass the --set flags of the run that made it") from None
         torch.manual_seed(seed)
         logger.info("%s: starting from the EMA weights of an earlier stage (step %d)", what, init["step"])
+        if steps == 0 and state is None:
+            # no steps on top: the earlier stage *is* this run's finished stage (its step count, minutes, recipe
+            # and lineage kept), e.g. a carried DiT exported beside a causal DiT trained from it
+            state = {"ema_dit": dit.state_dict(), "ema_text": text.state_dict(), "step": init["step"],
+                     "steps": init["step"], "done": True, "elapsed": init.get("elapsed", 0.0),
+                     "preset": init.get("preset", dataclasses.asdict(p)), "init": init.get("init")}
+            ck.save(name, state)
+            logger.info("%s: taken as it is (0 steps on top)", what)
+            return state
     ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
     params = list(dit.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=device.type == "cuda")
@@ -1317,8 +1326,12 @@ def exported_dit_state(folder: Path) -> dict:
         raise SystemExit(f"--dit-init {folder}: not an exported default-model folder ({e})") from None
     if "shared.weight" in text:   # save_pretrained drops the tied copy of the embedding
         text.setdefault("encoder.embed_tokens.weight", text["shared.weight"])
-    return {"ema_dit": dit, "ema_text": text, "step": info.get("dit_step", 0),
-            "elapsed": 60 * info.get("trained_minutes_dit", 0.0), "init": info.get("dit_init")}
+    state = {"ema_dit": dit, "ema_text": text, "step": info.get("dit_step", 0),
+             "elapsed": 60 * info.get("trained_minutes_dit", 0.0), "init": info.get("dit_init")}
+    if info.get("preset") in PRESETS:   # the recipe it recorded, every field (kept when it is exported again)
+        changes = [f"{k}={json.dumps(v)}" for k, v in info.get("changed_from_preset", {}).items()]
+        state["preset"] = dataclasses.asdict(apply_overrides(dataclasses.replace(PRESETS[info["preset"]]), changes))
+    return state
 
 
 def write_vae_from_export(folder: Path, p: Preset, ck: Checkpoints) -> None:
@@ -1435,7 +1448,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--dit-init", type=Path, default=None,
                     help="a finished DiT stage checkpoint (dit.pt; its EMA weights suffice) or an exported model "
                          "folder (e.g. runtime/assets/default) to start the DiT stage from instead of random weights: "
-                         "a new schedule of --dit-steps on top of it (a different dit_patch is resized to this one)")
+                         "a new schedule of --dit-steps on top of it (a different dit_patch is resized to this one); "
+                         "with --dit-steps 0 it is taken as this run's finished DiT stage, its record kept")
     ap.add_argument("--vae-max-minutes", type=float, default=None, help="stop VAE training after this long")
     ap.add_argument("--dit-max-minutes", type=float, default=None, help="pause DiT training after this long")
     ap.add_argument("--stop-at", type=float, default=None, help="unix time at which DiT training pauses")
