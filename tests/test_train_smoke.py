@@ -429,6 +429,9 @@ def test_dit_init_starts_a_new_stage_from_an_earlier_one(tmp_path):
     assert all(torch.equal(again["ema_dit"][k], first["ema_dit"][k]) for k in first["ema_dit"])
     assert again["done"] and again["step"] == again["steps"] == 3 and again["init"] == {"step": 7}
     assert script.Checkpoints(tmp_path / "b").load("dit.pt")["step"] == 3
+    info = script.export(dataclasses_replace(p, dit_steps=0), vae, again, tmp_path / "export")   # records that stage
+    assert (info["dit_step"], info["dit_steps_planned"], info["dit_init"]) == (3, 3, {"step": 7})
+    assert info["changed_from_preset"]["dit_steps"] == 3
     more = script.train_dit(p, script.Checkpoints(tmp_path / "c"), vae, 0, torch.device("cpu"), None, None, init=slim)
     assert more["step"] == 3 and not torch.equal(more["ema_dit"]["proj_out.weight"], first["ema_dit"]["proj_out.weight"])
     with pytest.raises(SystemExit, match="does not fit this preset's DiT"):
@@ -442,43 +445,27 @@ def test_dit_init_starts_a_new_stage_from_an_earlier_one(tmp_path):
 
 def test_dit_init_from_the_exported_embedded_model(tmp_path):
     """--dit-init on an exported folder (the embedded model): its EMA DiT and text encoder load strictly into the
-    gpu preset's modules, with its step count -- training can continue from the package on a later GPU."""
+    recipe its vidrt.json records (so training continues from the package on a later GPU with the right flags),
+    with its step count; its latent channels are the shipped VAE's."""
     import vidrt.pipeline as P
 
     script = _load_script()
     folder = P.embedded_model_path()
-    if not (folder / "model_index.json").is_file():
-        pytest.skip("this build has no embedded model")
-    state = script.exported_dit_state(folder)
-    p = script.PRESETS["gpu"]
-    tok = script.make_tokenizer(p)
-    script.make_dit(p).load_state_dict(state["ema_dit"])
-    script.make_text_encoder(p, len(tok)).load_state_dict(state["ema_text"])
-    assert state["step"] == json.loads((folder / "vidrt.json").read_text())["_training"]["dit_step"] > 0
-    with pytest.raises(SystemExit, match="not an exported default-model folder"):
-        script.exported_dit_state(tmp_path)
-
-
-def test_carried_dit_fits_its_recorded_recipe_and_the_shipped_vae():
-    """tools/carry/dit256_p1 (the GPU run the next lease continues): its EMA DiT and text encoder load strictly
-    into the preset its vidrt.json records, and its latent channels are the shipped VAE's (the link it runs on)."""
-    import vidrt.pipeline as P
-
-    script = _load_script()
-    folder = Path(__file__).resolve().parents[1] / "tools" / "carry" / "dit256_p1"
     if not (folder / "vidrt.json").is_file():
-        pytest.skip("no carried DiT in this checkout")
+        pytest.skip("this build has no embedded model")
     info = json.loads((folder / "vidrt.json").read_text())["_training"]
-    p = script.apply_overrides(dataclasses_replace(script.PRESETS[info["preset"]]),
-                               [f"{k}={v}" for k, v in info["changed_from_preset"].items()])
     state = script.exported_dit_state(folder)
+    p = script.Preset(**state["preset"])
+    assert p == script.apply_overrides(dataclasses_replace(script.PRESETS[info["preset"]]),
+                                       [f"{k}={json.dumps(v)}" for k, v in info["changed_from_preset"].items()])
     dit = script.make_dit(p)
     dit.load_state_dict(state["ema_dit"])
     script.make_text_encoder(p, len(script.make_tokenizer(p))).load_state_dict(state["ema_text"])
-    assert state["step"] == info["dit_step"] == 5887 and dit.config.patch_size == (1, 1, 1)
-    shipped_vae = json.loads((P.embedded_model_path() / "vae" / "config.json").read_text())
-    assert json.loads((folder / "vae" / "config.json").read_text()) == shipped_vae
-    assert dit.config.in_channels == shipped_vae["z_dim"]
+    assert state["step"] == info["dit_step"] > 0
+    assert dit.config.patch_size == (1, 1, 1) and p.export_dit_dtype == "fp16"
+    assert dit.config.in_channels == json.loads((folder / "vae" / "config.json").read_text())["z_dim"]
+    with pytest.raises(SystemExit, match="not an exported default-model folder"):
+        script.exported_dit_state(tmp_path)
 
 
 def test_vae_from_the_exported_embedded_model(tmp_path):

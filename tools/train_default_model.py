@@ -1300,8 +1300,9 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
                 "guidance": p.gen_guidance, "fps": FPS, "max_sequence_length": p.max_text_len, "sampler": "auto",
                 "shift": p.gen_shift, "negative_prompt": ""}
     trained = dict(dit_state.get("preset", {}))
-    if "steps" in dit_state:   # the stage's own step count (--fit-dit-minutes sets it during the run)
-        trained["dit_steps"] = dit_state["steps"]
+    if "steps" in dit_state:   # the stage's own step count (--fit-dit-minutes sets it during the run; --dit-steps 0
+        trained["dit_steps"] = dit_state["steps"]   # on an earlier stage keeps that stage's)
+        p = dataclasses.replace(p, dit_steps=dit_state["steps"])
     info = {"preset": p.name, "dit_step": dit_state["step"], "dit_steps_planned": trained.get("dit_steps", p.dit_steps),
             "dit_done": bool(dit_state.get("done")), "trained_minutes_dit": round(dit_state.get("elapsed", 0) / 60, 1),
             "changed_from_preset": preset_changes(p, trained)}

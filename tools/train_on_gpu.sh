@@ -14,13 +14,13 @@
 # exported model folder whose VAE is used (runtime/assets/default: the package alone is enough).
 # Session 11 (H100, benchmarks/results/gpu_training_h100.md): at patch 1x1x1 a 256-dim / 8-layer DiT trained from
 # scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar (the shipped DiT and a
-# 192-dim one at patch 1 do not) and ties the shipped DiT's adherence; its weights are carried in
-# tools/carry/dit256_p1 (fp16) for the next call to continue them. Its steps are launch-bound (13.7 steps/s of 9 216
-# tokens with two arms sharing the card: ~6 TFLOP/s of the H100's hundreds), so the second arm asks whether 4x the
-# tokens per step cost little and teach more; then (a second call on the warm machine) their causal stages:
+# 192-dim one at patch 1 do not); session 12 shipped it (runtime/assets/default, fp16) with a causal DiT fine-tuned
+# on the CPU. Its steps are launch-bound (13.7 steps/s of 9 216 tokens with two arms sharing the card: ~6 TFLOP/s of
+# the H100's hundreds), so the next call continues the shipped DiT in both arms and asks whether 4x the tokens per
+# step cost little and teach more; then (a second call on the warm machine) their causal stages:
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16"
-#   export EXTRA="$P1" INIT=tools/carry/dit256_p1 ALT_INIT=tools/carry/dit256_p1 WIDE="--set dit_lr=3e-4" \
+#   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default WIDE="--set dit_lr=3e-4" \
 #     ALT="--set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
 #   CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 tools/train_on_gpu.sh runtime/assets/default $OUT 8   # same machine
