@@ -986,9 +986,12 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
         if steps == 0 and state is None:
             # no steps on top: the earlier stage *is* this run's finished stage (its step count, minutes, recipe
             # and lineage kept), e.g. a carried DiT exported beside a causal DiT trained from it
+            recipe = init.get("preset")
+            if recipe is None or recipe.get("dit_patch") != p.dit_patch:   # resized: this run's recipe
+                recipe = dataclasses.asdict(p)
             state = {"ema_dit": dit.state_dict(), "ema_text": text.state_dict(), "step": init["step"],
                      "steps": init["step"], "done": True, "elapsed": init.get("elapsed", 0.0),
-                     "preset": init.get("preset", dataclasses.asdict(p)), "init": init.get("init")}
+                     "preset": recipe, "init": init.get("init")}
             ck.save(name, state)
             logger.info("%s: taken as it is (0 steps on top)", what)
             return state
