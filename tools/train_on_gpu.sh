@@ -13,25 +13,26 @@
 # VAE_DIR holds the finished VAE checkpoints (vae.pt, vae_temporal.pt; model + latent statistics suffice) or is an
 # exported model folder whose VAE is used (runtime/assets/default: the package alone is enough).
 # Session 11 (H100, benchmarks/results/gpu_training_h100.md): at patch 1x1x1 a 256-dim / 8-layer DiT trained from
-# scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar (the shipped DiT and a
-# 192-dim one at patch 1 do not); session 12 shipped it (runtime/assets/default, fp16) with a causal DiT fine-tuned
-# on the CPU. Its steps are launch-bound (13.7 steps/s of 9 216 tokens with two arms sharing the card: ~6 TFLOP/s of
-# the H100's hundreds), so the next call continues the shipped DiT in both arms and asks whether 4x the tokens per
-# step cost little and teach more; then (a second call on the warm machine) their causal stages:
+# scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar; session 12 shipped it
+# (runtime/assets/default, fp16) with a causal DiT fine-tuned on the CPU. Session 13 continued it for 8 min in two
+# arms: 4x the tokens per step (36 864) cost only 25 % of the step rate (7.9 vs 10.1 steps/s), 3x the tokens seen.
+# The call (P1: the shipped DiT's shape; both arms continue it):
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16"
 #   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default WIDE="--set dit_lr=3e-4" \
 #     ALT="--set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
-#   CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 tools/train_on_gpu.sh runtime/assets/default $OUT 8   # same machine
-# (session 11's timings: call 1 478 s of wall time at FIT_MIN 7.2 -- 31 s start-up, 12 s to save --, call 2 135 s,
-# 674 s of device time with the machine's start: FIT_MIN 8 and the causal call fit one 15-minute lease; make the
-# second call within the 30 s the machine stays warm, or it starts bare and both arms start over)
+# (535 s of wall time at FIT_MIN 8: ~25 s start-up, 8 min of training, ~10 s to save; 573 s of device time with the
+# machine's start. One call is all a 15-minute lease holds: the 64 MB the call brings back take longer to arrive than
+# the 30 s the machine stays warm, so a second call finds it bare and every arm starts over -- session 13 lost its
+# causal call that way. Train the causal stage on the CPU (docs/default_model.md, ~85 min at 1 thread), or give a
+# single call both stages with CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 and FIT_MIN 6.5, and bring back one arm: the
+# device tool returns at most 8 files of 16 MiB, 64 MiB in all, and one arm's two fp32 stages are 6 parts)
 # (EXTRA comes last on each arm's command line, so it must not set what WIDE or ALT set)
 # (a patch-1 clip is 4x the tokens: 9 216 tokens per batch are 16 clips of 33x64x64 instead of 64)
 # (export a 256-dim pair with --set export_dit_dtype=fp16 to stay under the 40 MB package budget: 8.0 M parameters,
 # 16 MB per DiT in fp16, ~39 MB with the causal one, the VAE and the text encoder)
-# Then, on any machine (cat ARM_dit.pt.part* > ARM_dit.pt where it came in parts): copy ARM_dit.pt as dit.pt (and
+# Then, on any machine (cat ARM_dit.pt.part* > ARM_dit.pt; tar xzf logs.tgz): copy ARM_dit.pt as dit.pt (and
 # ARM_causal.pt as causal.pt) into a workdir and export with the recipe the checkpoint recorded:
 #   python tools/train_default_model.py --preset-from OUT/ARM_dit.pt --workdir W --vae-from runtime/assets/default \
 #     --causal-steps N --export-only        # N: the causal log's fitted count; default --out: the package's folders
@@ -92,6 +93,9 @@ EOF
 done
 # the device tool brings back files of at most 16 MiB: larger ones (a 256-dim DiT's fp32 EMA is 32 MB) travel in
 # 15 MiB parts; rejoin with: cat ARM_dit.pt.part* > ARM_dit.pt
+# (at most 8 files come back: the logs travel as one archive)
+logs=(gpu.txt); for arm in "${!ARMS[@]}"; do logs+=("$arm.log"); done
+tar czf "$OUT/logs.tgz" -C "$OUT" "${logs[@]}" && (cd "$OUT" && rm "${logs[@]}")
 for f in "$OUT"/*.pt; do
   if [ "$(stat -c %s "$f")" -gt $((15 * 1024 * 1024)) ]; then split -b 15M "$f" "$f.part" && rm "$f"; fi
 done
