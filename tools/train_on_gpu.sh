@@ -18,7 +18,8 @@
 # arms: 4x the tokens per step (36 864) cost only 25 % of the step rate (7.9 vs 10.1 steps/s), 3x the tokens seen.
 # Session 13 shipped the alt arm (quick eval 0.36 -> 0.46 on clips, 0.43 -> 0.58 on images). The next call continues
 # it at 4x and 8x the tokens per step (P1: the shipped DiT's shape; both arms continue the shipped DiT; session 13's
-# call was WIDE="--set dit_lr=3e-4", ALT as WIDE below; 8x is 128 clips of 33x64x64 a step; by estimate, not measured, ~20 GB of activations, so two arms should fit):
+# call was WIDE="--set dit_lr=3e-4", ALT as WIDE below; 8x is 128 clips of 33x64x64 a step, ~20 GB of activations by
+# estimate, not measured, so two arms should fit):
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16"
 #   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default \
