@@ -15,7 +15,7 @@
 # Session 11 (H100, benchmarks/results/gpu_training_h100.md): at patch 1x1x1 a 256-dim / 8-layer DiT trained from
 # scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar; session 12 shipped it
 # (runtime/assets/default, fp16) with a causal DiT fine-tuned on the CPU. Session 13 continued it for 8 min in two
-# arms: 4x the tokens per step (36 864) cost only 25 % of the step rate (7.9 vs 10.1 steps/s), 3x the tokens seen.
+# arms: 4x the tokens per step (36 864) cost only 22 % of the step rate (7.9 vs 10.1 steps/s), 3.1x the clips seen.
 # Session 13 shipped the alt arm (quick eval 0.36 -> 0.46 on clips, 0.43 -> 0.58 on images). The next call continues
 # it at 4x and 8x the tokens per step (P1: the shipped DiT's shape; both arms continue the shipped DiT; session 13's
 # call was WIDE="--set dit_lr=3e-4", ALT as WIDE below; 8x is 128 clips of 33x64x64 a step, ~20 GB of activations by
@@ -28,7 +28,7 @@
 # (535 s of wall time at FIT_MIN 8: ~25 s start-up, 8 min of training, ~10 s to save; 573 s of device time with the
 # machine's start. One call is all a 15-minute lease holds: the 64 MB the call brings back take longer to arrive than
 # the 30 s the machine stays warm, so a second call finds it bare and every arm starts over -- session 13 lost its
-# causal call that way. Train the causal stage on the CPU (docs/default_model.md, ~85 min at 1 thread), or give a
+# causal call that way. Train the causal stage on the CPU (docs/default_model.md, ~70 min at 1 thread), or give a
 # single call both stages with CAUSAL_STEPS=1000000 CAUSAL_MIN=1.3 and FIT_MIN 6.5, and bring back one arm: the
 # device tool returns at most 8 files of 16 MiB, 64 MiB in all, and one arm's two fp32 stages are 6 parts)
 # (EXTRA comes last on each arm's command line, so it must not set what WIDE or ALT set)
