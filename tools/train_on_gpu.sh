@@ -16,14 +16,16 @@
 # scratch for 7.2 min (5 887 steps) starts to read "left" vs "right" across the whole grammar; session 12 shipped it
 # (runtime/assets/default, fp16) with a causal DiT fine-tuned on the CPU. Session 13 continued it for 8 min in two
 # arms: 4x the tokens per step (36 864) cost only 22 % of the step rate (7.9 vs 10.1 steps/s), 3.1x the clips seen.
-# Session 13 shipped the alt arm (quick eval 0.36 -> 0.46 on clips, 0.43 -> 0.58 on images). The next call continues
-# it at 4x and 8x the tokens per step (P1: the shipped DiT's shape; both arms continue the shipped DiT; session 13's
-# call was WIDE="--set dit_lr=3e-4", ALT as WIDE below; 8x is 128 clips of 33x64x64 a step, ~20 GB of activations by
-# estimate, not measured, so two arms should fit):
+# Session 13 shipped the alt arm (quick eval 0.36 -> 0.46 on clips, 0.43 -> 0.58 on images). Session 14 continued it
+# at 4x and 8x the tokens per step (both fitted on the card): 4x won (quick eval 0.48 / 0.65 vs 0.47 / 0.58 for 8x) and
+# shipped; batch size is no longer the lever (benchmarks/results/gpu_training_h100.md). The 4x arm encoded 7 085 clips
+# and drew 179 k from its cache (each clip ~25 times), so the next call tests data diversity: both arms continue the
+# shipped DiT at 4x, the alt arm renders 4x the new clips per step (8 instead of 2; the render workers' throughput at
+# that rate is not measured -- if the alt arm's steps/s falls far below the wide arm's, rendering is the bottleneck):
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_layers=8 --set dit_ffn=768 \
-#     --set export_dit_dtype=fp16"
+#     --set export_dit_dtype=fp16 --set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default \
-#     WIDE="--set dit_lr=3e-4 --set dit_tokens_per_batch=36864" ALT="--set dit_lr=3e-4 --set dit_tokens_per_batch=73728"
+#     WIDE="--set new_clips_per_step=2" ALT="--set new_clips_per_step=8"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
 # (535 s of wall time at FIT_MIN 8: ~25 s start-up, 8 min of training, ~10 s to save; 573 s of device time with the
 # machine's start. One call is all a 15-minute lease holds: the 64 MB the call brings back take longer to arrive than
