@@ -81,7 +81,7 @@ def policy_table(pipe, gen: dict, repeats: int, prompts: list[str]) -> list[dict
 
 
 def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
-    from vidrt.caching.scheduler import Plan, calibrate_cost, knobs_for, predict_seconds, rescaled_for_load
+    from vidrt.caching.scheduler import LOAD_TOLERANCE, Plan, calibrate_cost, knobs_for, predict_seconds, rescaled_for_load
 
     shape = pipe.latent_shape(1, gen["num_frames"], gen["height"], gen["width"])
     pt, ph, pw = pipe.transformer.config.patch_size
@@ -92,13 +92,17 @@ def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
     fastest = min(predict_seconds(k.plan, cost, computed_fraction=k.computed_fraction, **kw)
                   for k in knobs_for(pipe, gen["steps"]))
     exact = pipe(SCHEDULER_PROMPT, **gen)
-    return [target_row(pipe, gen, float(target), exact, runs) for target in np.linspace(fastest * 1.1, exact_t, 5)]
+    # the lowest target sits twice the load check's tolerance above the fastest plan: a probe that reads 0.9x here and
+    # 0.95x at planning time (rescaled once, not the next) moves every prediction by up to the tolerance, and a target
+    # 10 % above the fastest was then refused as impossible (session 14, 3 runs out of 3)
+    lowest = fastest * (1 + 2 * LOAD_TOLERANCE)
+    return [target_row(pipe, gen, float(target), exact, runs) for target in np.linspace(lowest, exact_t, 5)]
 
 
 def target_row(pipe, gen: dict, target: float, exact, runs: int) -> dict:
     """One latency target, ``runs`` times with the load check (the default) and without it, interleaved: actual /
     target time, quality and plan. A target the pipeline refuses as impossible -- the machine slowed down since the
-    targets were chosen (the lowest sits 10 % above the fastest plan) -- is recorded as skipped, with the reason,
+    targets were chosen (the lowest sits 20 % above the fastest plan) -- is recorded as skipped, with the reason,
     instead of ending the benchmark and losing the rows measured before it."""
     from vidrt.errors import LatencyError
     from vidrt.metrics import psnr
