@@ -81,7 +81,8 @@ def policy_table(pipe, gen: dict, repeats: int, prompts: list[str]) -> list[dict
 
 
 def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
-    from vidrt.caching.scheduler import LOAD_TOLERANCE, Plan, calibrate_cost, knobs_for, predict_seconds, rescaled_for_load
+    from vidrt.caching.scheduler import (LOAD_TOLERANCE, Plan, calibrate_cost, knobs_for, predict_seconds,
+                                         rescaled_for_load)
 
     shape = pipe.latent_shape(1, gen["num_frames"], gen["height"], gen["width"])
     pt, ph, pw = pipe.transformer.config.patch_size
@@ -94,7 +95,7 @@ def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
     exact = pipe(SCHEDULER_PROMPT, **gen)
     # the lowest target sits twice the load check's tolerance above the fastest plan: a probe that reads 0.9x here and
     # 0.95x at planning time (rescaled once, not the next) moves every prediction by up to the tolerance, and a target
-    # 10 % above the fastest was then refused as impossible (session 14, 3 runs out of 3)
+    # 10 % above the fastest was then refused as impossible (session 14: in all four runs)
     lowest = fastest * (1 + 2 * LOAD_TOLERANCE)
     return [target_row(pipe, gen, float(target), exact, runs) for target in np.linspace(lowest, exact_t, 5)]
 
