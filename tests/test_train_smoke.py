@@ -78,10 +78,10 @@ def test_smoke_trains_resumes_and_exports(tmp_path):
     # model, that streams chunk by chunk on the base model's VAE and text encoder
     causal = tmp_path / "model_causal"
     cfg = json.loads((causal / "transformer" / "config.json").read_text())
-    assert cfg["num_frame_per_block"] == 1
+    assert cfg["num_frame_per_block"] == 1 and cfg["commit_context"] == "sinks"  # its training layout
     assert torch.load(work / "causal.pt", weights_only=False)["step"] == 4
     cpipe = vidrt.Pipeline.from_pretrained(out, transformer=causal / "transformer")
-    assert cpipe.transformer.config.num_frame_per_block == 1
+    assert cpipe.transformer.config.num_frame_per_block == 1 and cpipe.transformer.config.commit_context == "sinks"
     base_w = pipe.transformer.blocks[0].attn1.to_q.weight
     assert not torch.equal(cpipe.transformer.blocks[0].attn1.to_q.weight, base_w)
     parts = list(cpipe.stream(prompt, seconds=1.0, height=32, width=32, steps=2, guidance=1.0, progress=False))

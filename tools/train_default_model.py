@@ -1373,6 +1373,9 @@ def export_causal(p: Preset, state: dict, out: Path) -> dict:
     d_dit.save_pretrained(str(tdir), safe_serialization=True)
     cfg = json.loads((tdir / "config.json").read_text())
     cfg["num_frame_per_block"] = p.causal_chunk
+    # trained on [sink | previous | current]: each context chunk's keys/values saw the sink and itself, so the
+    # stream commits chunks against the sinks alone (with one window chunk that equals recomputing the past)
+    cfg["commit_context"] = "sinks"
     (tdir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     info = {"preset": p.name, "causal_step": state["step"], "causal_steps_planned": state.get("steps", p.causal_steps),
             "causal_done": bool(state.get("done")), "trained_minutes": round(state.get("elapsed", 0) / 60, 1),

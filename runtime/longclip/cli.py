@@ -41,6 +41,9 @@ def _add_stream(p: argparse.ArgumentParser) -> None:
                    "window length (sliding)")
     p.add_argument("--overlap-frames", type=int, default=None, help="sliding mode: re-noised context frames")
     p.add_argument("--context-noise", type=float, default=0.0, help="sigma of the past when its K/V are cached")
+    p.add_argument("--commit-context", default=None, choices=("window", "sinks"),
+                   help="what a finished chunk attends to when its K/V are cached: window (sinks + rolling "
+                        "window, CausVid / Self-Forcing) or sinks (sinks + itself); default: the model's")
     p.add_argument("--latency-target", type=float, default=None, help="seconds per chunk (the scheduler plans)")
     p.add_argument("--free-text", action="store_true", help="do not check prompts against the world grammar")
     p.add_argument("--max-sequence-length", type=int, default=None)
@@ -69,6 +72,7 @@ def _stream(args: argparse.Namespace) -> int:
                         mode=args.mode, kv_cache=not args.no_kv_cache, chunk_frames=args.chunk_frames,
                         sink_frames=args.sink_frames, window_frames=args.window_frames,
                         overlap_frames=args.overlap_frames, context_noise=args.context_noise,
+                        commit_context=args.commit_context,
                         world=False if args.free_text else None, max_sequence_length=args.max_sequence_length,
                         progress=not args.no_progress)
     records: list[dict] = []

@@ -28,7 +28,9 @@ import torch
 
 from vidrt.errors import ConfigError, ShapeError
 
-__all__ = ["KVCacheConfig", "KVCache", "LayerCache"]
+__all__ = ["KVCacheConfig", "KVCache", "LayerCache", "COMMIT_CONTEXTS"]
+
+COMMIT_CONTEXTS = ("window", "sinks")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class KVCacheConfig:
     frame_tokens: int  # tokens per latent frame (H'/ph * W'/pw)
     sink_frames: int = 0  # first frames kept for ever
     window_frames: int = 0  # most recent past frames kept (rolling)
+    # What a finished chunk attends to when its keys/values are written (the commit forward):
+    # "window": the sinks and the rolling window, as CausVid / Self-Forcing roll out (their training saw it);
+    # "sinks": the sinks and itself only, the [sink | previous | current] layout of a causal DiT fine-tuned
+    # on short windows (the embedded one): each past chunk's keys/values are then what that training saw.
+    commit_context: str = "window"
 
     def __post_init__(self) -> None:
         if self.chunk_frames < 1 or self.frame_tokens < 1:
@@ -50,6 +57,9 @@ class KVCacheConfig:
                 c = self.chunk_frames
                 raise ConfigError(f"{name}={n} must be a non-negative multiple of the chunk size ({c} latent "
                                   f"frames); use {c * max(0, round(n / c))} or {c * (max(0, round(n / c)) + 1)}")
+        if self.commit_context not in COMMIT_CONTEXTS:
+            raise ConfigError(f"commit_context={self.commit_context!r}; use one of {', '.join(COMMIT_CONTEXTS)} "
+                              "(what a finished chunk attends to when its keys/values are written)")
         if self.sink_frames + self.window_frames == 0:
             raise ConfigError("a KV cache with no sink and no window frames keeps nothing; "
                               "give window_frames > 0 (e.g. 3 chunks' worth)")
@@ -198,4 +208,8 @@ class LayerCache:
         kb, vb = self.cache.k[self.index, :rows], self.cache.v[self.index, :rows]
         kb[:, start:end].copy_(k)
         vb[:, start:end].copy_(v)
+        sinks = self.cache.config.sink_tokens
+        if self.cache._commit and self.cache.config.commit_context == "sinks" and start > sinks:
+            # once per chunk: [sinks | this chunk], the ring skipped (keys carry their RoPE, so order is free)
+            return torch.cat([kb[:, :sinks], kb[:, start:end]], 1), torch.cat([vb[:, :sinks], vb[:, start:end]], 1)
         return kb[:, :end], vb[:, :end]

@@ -106,6 +106,7 @@ def stream(
     window_frames: Optional[int] = None,
     overlap_frames: Optional[int] = None,
     context_noise: float = 0.0,
+    commit_context: Optional[str] = None,
     cache: Optional[str] = None,
     cache_threshold: Optional[float] = None,
     world: Optional[bool] = None,
@@ -172,7 +173,7 @@ def stream(
         sink = chunk if sink_frames is None else int(sink_frames)
         if window_frames is None:
             window_frames = max(chunk, (_default_window(pipe, chunk) - sink - chunk) // chunk * chunk)
-        kvc = KVCacheConfig(chunk, frame_tokens, sink, int(window_frames))
+        kvc = KVCacheConfig(chunk, frame_tokens, sink, int(window_frames), commit_context or cfgm.commit_context)
         unit = chunk
     else:
         window = int(window_frames or min(_default_window(pipe, 1), 16))

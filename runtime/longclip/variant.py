@@ -17,15 +17,18 @@ __all__ = ["make_causal_variant"]
 
 
 def make_causal_variant(src: Union[str, Path], dst: Union[str, Path], num_frame_per_block: int = 3,
-                        link: bool = True) -> Path:
+                        link: bool = True, commit_context: str = "window") -> Path:
     """Copy the diffusers folder ``src`` to ``dst`` with ``transformer/config.json`` made causal.
 
-    ``link`` symlinks every file except the transformer config (no weight copies).
+    ``link`` symlinks every file except the transformer config (no weight copies). ``commit_context``:
+    what the causal DiT's training showed a finished chunk ("window" or "sinks", see ``DiTConfig``).
     """
     src, dst = Path(src), Path(dst)
     if num_frame_per_block < 1:
         raise ConfigError(f"num_frame_per_block={num_frame_per_block}; a causal variant needs >= 1 latent frame "
                           "per chunk (CausVid / Self-Forcing use 3)")
+    if commit_context not in ("window", "sinks"):
+        raise ConfigError(f"commit_context={commit_context!r}; use 'window' (CausVid / Self-Forcing) or 'sinks'")
     cfg_path = src / "transformer" / "config.json"
     if not cfg_path.is_file():
         raise CheckpointError(f"{src} has no transformer/config.json; pass a diffusers checkpoint folder")
@@ -44,5 +47,7 @@ def make_causal_variant(src: Union[str, Path], dst: Union[str, Path], num_frame_
             shutil.copy2(f, out)
     cfg = json.loads(cfg_path.read_text())
     cfg["num_frame_per_block"] = int(num_frame_per_block)
+    if commit_context != "window":
+        cfg["commit_context"] = commit_context
     (dst / "transformer" / "config.json").write_text(json.dumps(cfg, indent=2))
     return dst

@@ -49,6 +49,10 @@ class DiTConfig:
     rope_theta: float = 10000.0
     # Causal (chunk-autoregressive) variants: latent frames per block-causal chunk; 0 = bidirectional.
     num_frame_per_block: int = 0
+    # Causal variants: what a finished chunk attended to when training made its keys/values -- "window"
+    # (sinks + rolling window: CausVid / Self-Forcing rollouts) or "sinks" (sinks + itself: a fine-tune on
+    # [sink | previous | current] windows, the embedded causal DiT). The stream's KV commit follows it.
+    commit_context: str = "window"
 
     @property
     def dim(self) -> int:
@@ -66,6 +70,10 @@ class DiTConfig:
         if d.get("qk_norm") not in (None, "rms_norm_across_heads"):
             raise CheckpointError(f"qk_norm={d['qk_norm']!r} is not supported; vidrt implements "
                                   "'rms_norm_across_heads' (Wan 2.1)")
+        if d.get("commit_context", "window") not in ("window", "sinks"):
+            raise CheckpointError(f"commit_context={d['commit_context']!r} in the transformer config; a causal DiT "
+                                  "declares 'window' (CausVid / Self-Forcing) or 'sinks' (trained on [sink | previous "
+                                  "| current] windows)")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(k for k in d if k not in names and not k.startswith("_"))
         if unknown:
@@ -107,6 +115,7 @@ def _config_from_original(d: dict[str, Any]) -> dict[str, Any]:
         "qk_norm": "rms_norm_across_heads" if d.get("qk_norm", True) else None,
         "eps": d.get("eps", 1e-6),
         "num_frame_per_block": d.get("num_frame_per_block", 0),
+        "commit_context": d.get("commit_context", "window"),
     }
 
 

@@ -80,3 +80,44 @@ def test_latency_target_plans_per_chunk(causal_pipe, tmp_path, monkeypatch):
     assert all(p.timings["steps"] == 6 and p.info["latency_target_met"] for p in parts)
     with pytest.raises(LatencyError):
         causal_pipe.stream("a red circle moves right", seconds=1.0, latency_target=1e-6, **kw)
+
+
+def test_commit_context_sinks_equals_recompute_after_eviction(causal_pipe):
+    """With one window chunk, committing each chunk against the sinks alone is exactly what recomputing the
+    visible past computes, so the two agree after chunks roll out of the window; the default commit
+    ("window": each chunk's K/V saw the chunk before it) does not."""
+    kw = dict(seconds=3.0, seed=5, sink_frames=2, window_frames=2, **GEN)
+    ref = list(causal_pipe.stream("a red circle moves right", kv_cache=False, **kw))
+    sinks = list(causal_pipe.stream("a red circle moves right", commit_context="sinks", **kw))
+    window = list(causal_pipe.stream("a red circle moves right", **kw))
+    assert sinks[-1].info["kv_evicted_chunks"] >= 2
+    lr, ls, lw = (torch.cat([p.latents for p in ps], 2).numpy() for ps in (ref, sinks, window))
+    peak = float(np.abs(lr).max())
+    assert psnr(ls, lr, peak=peak) >= 40.0
+    assert psnr(lw, lr, peak=peak) < psnr(ls, lr, peak=peak) - 10.0
+    # before any eviction the two commits see the same keys: chunks 0-2 agree
+    assert np.allclose(lw[:, :, :6], ls[:, :, :6], atol=1e-5)
+
+
+def test_model_declares_its_commit_context(tiny_base, causal_pipe, tmp_path):
+    """A causal checkpoint whose config says commit_context "sinks" streams that way by default; a config
+    with another value is refused at load with the two valid ones named."""
+    import json
+
+    from vidrt.errors import CheckpointError
+    from vidrt.longclip import make_causal_variant
+    from vidrt.pipeline import Pipeline
+
+    folder = make_causal_variant(tiny_base, tmp_path / "sinks", num_frame_per_block=2, commit_context="sinks")
+    pipe = Pipeline.from_pretrained(folder)
+    assert pipe.transformer.config.commit_context == "sinks"
+    kw = dict(seconds=3.0, seed=5, sink_frames=2, window_frames=2, **GEN)
+    default = torch.cat([p.latents for p in pipe.stream("a red circle moves right", **kw)], 2)
+    explicit = torch.cat([p.latents for p in causal_pipe.stream("a red circle moves right", commit_context="sinks",
+                                                                **kw)], 2)
+    assert torch.equal(default, explicit)
+    cfg_path = folder / "transformer" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg_path.write_text(json.dumps({**cfg, "commit_context": "everything"}))
+    with pytest.raises(CheckpointError, match="'window'.*'sinks'"):
+        Pipeline.from_pretrained(folder)

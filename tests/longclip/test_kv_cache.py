@@ -72,3 +72,24 @@ def test_cfg_rows_and_errors():
         KVCacheConfig(chunk_frames=3, frame_tokens=FT, sink_frames=3, window_frames=4)
     with pytest.raises(ConfigError, match="keeps nothing"):
         KVCacheConfig(chunk_frames=1, frame_tokens=FT)
+
+
+def test_commit_context_sinks_skips_the_ring():
+    """commit_context="sinks": a commit forward sees the sinks and its own chunk; denoising still sees all."""
+    cfg = KVCacheConfig(chunk_frames=1, frame_tokens=FT, sink_frames=1, window_frames=2, commit_context="sinks")
+    cache = KVCache(cfg, num_layers=2, batch=1, heads=1, head_dim=4)
+    for c in range(6):
+        cache.begin_chunk(FT)
+        k, _ = cache.layer(0).update(*_chunk_kv(100 + c, FT))
+        past = list(range(c)) if c <= 3 else [0, c - 2, c - 1]
+        assert sorted(set(k[0, :, 0, 0].tolist())) == sorted(set(past) | {100 + c}), c
+        cache.begin_chunk(FT, commit=True)
+        for layer in range(2):
+            k, v = cache.layer(layer).update(*_chunk_kv(c, FT))
+            assert sorted(set(k[0, :, 0, 0].tolist())) == sorted({0, c}), c  # the ring is skipped
+            assert torch.equal(v, -k)
+        cache.end_chunk()
+    assert cache.k[0, 0, :FT, 0, 0].tolist() == [0.0] * FT  # the ring still rolls as with "window"
+    assert sorted(set(cache.k[0, 0, FT:3 * FT, 0, 0].tolist())) == [4.0, 5.0]
+    with pytest.raises(ConfigError, match="commit_context"):
+        KVCacheConfig(chunk_frames=1, frame_tokens=FT, sink_frames=1, window_frames=1, commit_context="all")
