@@ -108,7 +108,7 @@ def target_row(pipe, gen: dict, target: float, exact, runs: int) -> dict:
     from vidrt.errors import LatencyError
     from vidrt.metrics import psnr
 
-    ratios, stale, quality, labels, factors = [], [], [], [], []
+    ratios, stale, quality, labels, factors, checks = [], [], [], [], [], []
     try:
         for _ in range(runs):
             for check in (True, False):
@@ -120,6 +120,7 @@ def target_row(pipe, gen: dict, target: float, exact, runs: int) -> dict:
                     quality.append(min(psnr(v.frames, exact.frames), 99.0))
                     labels.append(v.stats["schedule"]["label"])
                     factors.append(v.stats["schedule"]["load_factor"])
+                    checks.append(v.stats["schedule"].get("load_check", ""))
     except LatencyError as e:
         print(f"target {target:.2f}s  skipped: {e}")
         return {"target_s": target, "skipped": str(e)}
@@ -127,9 +128,10 @@ def target_row(pipe, gen: dict, target: float, exact, runs: int) -> dict:
         pipe.cost_load_check = True
     row = {"target_s": target, "actual_over_target_median": statistics.median(ratios), "ratios": ratios,
            "without_load_check_median": statistics.median(stale), "load_factor_median": statistics.median(factors),
+           "load_checks": {c: checks.count(c) for c in sorted(set(checks))},
            "psnr_db": statistics.median(quality), "plan": labels[-1]}
     print(f"target {target:.2f}s  actual/target {row['actual_over_target_median']:.2f} (without the load check "
-          f"{row['without_load_check_median']:.2f}, load factor {row['load_factor_median']:.2f})  PSNR "
+          f"{row['without_load_check_median']:.2f}, load factor {row['load_factor_median']:.2f}, {row['load_checks']})  PSNR "
           f"{row['psnr_db']:.1f} dB  ({row['plan']})")
     return row
 
