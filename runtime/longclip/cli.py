@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vidrt.cli import _add_model_args, _load, command
 from vidrt.errors import ConfigError
+from vidrt.models.dit import COMMIT_CONTEXTS
 
 
 def _add_stream(p: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def _add_stream(p: argparse.ArgumentParser) -> None:
                    "window length (sliding)")
     p.add_argument("--overlap-frames", type=int, default=None, help="sliding mode: re-noised context frames")
     p.add_argument("--context-noise", type=float, default=0.0, help="sigma of the past when its K/V are cached")
-    p.add_argument("--commit-context", default=None, choices=("window", "sinks"),
+    p.add_argument("--commit-context", default=None, choices=COMMIT_CONTEXTS,
                    help="what a finished chunk attends to when its K/V are cached: window (sinks + rolling "
                         "window, CausVid / Self-Forcing) or sinks (sinks + itself); default: the model's")
     p.add_argument("--latency-target", type=float, default=None, help="seconds per chunk (the scheduler plans)")

@@ -27,10 +27,9 @@ from typing import Optional
 import torch
 
 from vidrt.errors import ConfigError, ShapeError
+from vidrt.models.dit import COMMIT_CONTEXTS
 
-__all__ = ["KVCacheConfig", "KVCache", "LayerCache", "COMMIT_CONTEXTS"]
-
-COMMIT_CONTEXTS = ("window", "sinks")
+__all__ = ["KVCacheConfig", "KVCache", "LayerCache"]
 
 
 @dataclass(frozen=True)

@@ -125,8 +125,9 @@ def stream(
     (default one chunk) and the last ``window_frames`` (default: the model's default clip length
     minus sink and current chunk) through the KV cache; ``kv_cache=False`` recomputes the visible
     past every step instead (the reference, slower). ``context_noise`` is the sigma at which a
-    finished chunk's keys/values are written (0 = clean). Sliding mode (bidirectional models):
-    windows of ``window_frames`` latent frames with ``overlap_frames`` re-noised context frames.
+    finished chunk's keys/values are written (0 = clean); ``commit_context`` what that write attends
+    to: "window" (sinks + rolling window) or "sinks" (sinks + itself), default the model config's.
+    Sliding mode (bidirectional models): windows of ``window_frames`` latent frames with ``overlap_frames`` re-noised context frames.
 
     ``latency_target`` is seconds per part: the caching scheduler (``Pipeline.plan``) picks steps,
     step cache and CFG mode for one part from this device's cost model; each part's

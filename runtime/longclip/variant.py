@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Union
 
 from vidrt.errors import CheckpointError, ConfigError
+from vidrt.models.dit import COMMIT_CONTEXTS
 
 __all__ = ["make_causal_variant"]
 
@@ -27,7 +28,7 @@ def make_causal_variant(src: Union[str, Path], dst: Union[str, Path], num_frame_
     if num_frame_per_block < 1:
         raise ConfigError(f"num_frame_per_block={num_frame_per_block}; a causal variant needs >= 1 latent frame "
                           "per chunk (CausVid / Self-Forcing use 3)")
-    if commit_context not in ("window", "sinks"):
+    if commit_context not in COMMIT_CONTEXTS:
         raise ConfigError(f"commit_context={commit_context!r}; use 'window' (CausVid / Self-Forcing) or 'sinks'")
     cfg_path = src / "transformer" / "config.json"
     if not cfg_path.is_file():

@@ -29,6 +29,10 @@ from vidrt.kernels.reference import Rope3D, apply_rope, build_rope_3d
 logger = logging.getLogger(__name__)
 
 
+# what a causal DiT's cached chunk attended to when its keys/values were made (DiTConfig.commit_context)
+COMMIT_CONTEXTS = ("window", "sinks")
+
+
 @dataclass
 class DiTConfig:
     """Architecture of a Wan-style DiT; field names follow diffusers' transformer/config.json."""
@@ -70,7 +74,7 @@ class DiTConfig:
         if d.get("qk_norm") not in (None, "rms_norm_across_heads"):
             raise CheckpointError(f"qk_norm={d['qk_norm']!r} is not supported; vidrt implements "
                                   "'rms_norm_across_heads' (Wan 2.1)")
-        if d.get("commit_context", "window") not in ("window", "sinks"):
+        if d.get("commit_context", "window") not in COMMIT_CONTEXTS:
             raise CheckpointError(f"commit_context={d['commit_context']!r} in the transformer config; a causal DiT "
                                   "declares 'window' (CausVid / Self-Forcing) or 'sinks' (trained on [sink | previous "
                                   "| current] windows)")
