@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -176,10 +176,12 @@ def _dit_s(parts) -> float:
 CHILDREN = {"stream": child_stream, "compare": child_compare}
 
 
-def drift_table(model: str, prompts: list[str], seconds: float, noises: list[float], gen: dict) -> list[dict]:
+def drift_table(model: str, prompts: list[str], seconds: float, noises: list[float], gen: dict,
+                commits: Sequence[Optional[str]] = (None,)) -> list[dict]:
     """Adherence per 5 s window of single-prompt streams, averaged over ``prompts``, for each context-noise
-    level (the sigma at which a finished chunk's keys/values are written). One seed per prompt, the same for
-    every level: the levels differ only in what the past looks like to later chunks."""
+    level (the sigma at which a finished chunk's keys/values are written) and commit context (what that write
+    attends to; None: the model's). One seed per prompt, the same for every setting: they differ only in what
+    the past looks like to later chunks."""
     from vidrt.pipeline import Pipeline
     from vidrt.world import score
 
@@ -187,18 +189,19 @@ def drift_table(model: str, prompts: list[str], seconds: float, noises: list[flo
     fps = pipe.defaults.fps
     win = int(round(5 * fps))
     rows = []
-    for noise in noises:
+    for noise, commit in [(n, c) for n in noises for c in commits]:
+        commit = commit or pipe.transformer.config.commit_context
         per = []
         for i, prompt in enumerate(prompts):
             frames = np.concatenate([p.frames for p in pipe.stream(prompt, seconds=seconds, context_noise=noise,
-                                                                   **{**gen, "seed": i})])
+                                                                   commit_context=commit, **{**gen, "seed": i})])
             per.append([score(frames[s:s + win], prompt, fps).adherence
                         for s in range(0, frames.shape[0] - win + 1, win)])
         per_arr = np.asarray(per)
-        rows.append({"context_noise": noise, "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
+        rows.append({"context_noise": noise, "commit_context": commit, "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
                      "first_window": float(per_arr[:, 0].mean()), "last_window": float(per_arr[:, -1].mean()),
                      "mean": float(per_arr.mean())})
-        print(f"context noise {noise:g}: per 5 s {rows[-1]['adherence_per_5s']}", flush=True)
+        print(f"context noise {noise:g}, commit {commit}: per 5 s {rows[-1]['adherence_per_5s']}", flush=True)
     return rows
 
 
@@ -289,6 +292,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--drift", type=int, default=0, metavar="N",
                     help="only the drift table: N held-out prompts streamed for --seconds at each --context-noise")
     ap.add_argument("--context-noise", default="0,0.1,0.2", help="--drift: comma list of context-noise sigmas")
+    ap.add_argument("--commit-context", default=None,
+                    help="--drift: comma list of commit contexts (window, sinks; default: the model's)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -341,7 +346,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         prompts = [pool[i] for i in np.linspace(0, len(pool) - 1, args.drift).round().astype(int)]
         gen = dict(height=args.height, width=args.width, steps=args.steps, guidance=args.guidance,
                    max_sequence_length=32)
-        rows = drift_table(str(model), prompts, args.seconds, [float(v) for v in args.context_noise.split(",")], gen)
+        commits = args.commit_context.split(",") if args.commit_context else [None]
+        rows = drift_table(str(model), prompts, args.seconds, [float(v) for v in args.context_noise.split(",")], gen,
+                           commits)
         name = args.name or "longclip_drift"
         res = {"name": name, "model_label": label, "weights": weights, "seconds": args.seconds, "prompts": prompts,
                "steps": args.steps, "guidance": args.guidance, "threads": args.threads, "rows": rows,
@@ -352,9 +359,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                  f"{len(prompts)} held-out prompts, one {args.seconds:g} s stream each (seed = prompt index), "
                  f"{args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}; adherence of each 5 s "
                  "window averaged over the prompts. Context noise = the sigma at which a finished chunk's keys/values "
-                 "are written (`pipe.stream(..., context_noise=)`).", "",
-                 "| context noise | first 5 s | last 5 s | mean | per 5 s window |", "|---|---|---|---|---|"]
-        lines += [f"| {r['context_noise']:g} | {r['first_window']:.3f} | {r['last_window']:.3f} | {r['mean']:.3f} | "
+                 "are written (`pipe.stream(..., context_noise=)`); commit context = what that write attends to "
+                 "(`commit_context=`: window = sinks + rolling window, sinks = sinks + the chunk itself).", "",
+                 "| context noise | commit context | first 5 s | last 5 s | mean | per 5 s window |",
+                 "|---|---|---|---|---|---|"]
+        lines += [f"| {r['context_noise']:g} | {r['commit_context']} | {r['first_window']:.3f} | {r['last_window']:.3f} | {r['mean']:.3f} | "
                   f"{', '.join(f'{v:.2f}' for v in r['adherence_per_5s'])} |" for r in rows]
         (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
