@@ -11,6 +11,7 @@ renders, and the generation time per clip, so a fast path prints "speed x, adher
     python benchmarks/eval_default_model.py                       # embedded model, default settings
     python benchmarks/eval_default_model.py --model PATH --steps 10 --precision bf16 --name fast10
     python benchmarks/eval_default_model.py --quick               # 24 prompts, fewer configurations
+    python benchmarks/eval_default_model.py --compare A.json B.json   # paired B - A per size, with its error
 
 Writes benchmarks/results/<name>.json, <name>.md and <name>.png (contact sheet: generated frames beside
 the ground-truth render of the same prompt).
@@ -191,8 +192,51 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_difference(base: dict, other: dict, criteria: Sequence[str] = ("adherence",)) -> list[dict]:
+    """``other`` minus ``base`` per size they share, paired prompt by prompt (same held-out prompts and seeds), with
+    the standard error of the mean difference: on 24 prompts a 0.02 gap is usually noise, and a paired error is
+    several times tighter than comparing two means. Rows whose prompt lists differ are refused."""
+    rows = []
+    other_cfgs = {c["size"]: c for c in other["configs"]}
+    for cb in base["configs"]:
+        co = other_cfgs.get(cb["size"])
+        if co is None:
+            continue
+        pb, po = [r["prompt"] for r in cb["rows"]], [r["prompt"] for r in co["rows"]]
+        if pb != po:
+            raise SystemExit(f"{cb['size']}: the two results scored different prompts ({len(pb)} vs {len(po)}); "
+                             "compare runs made with the same --quick / --prompts / --sizes")
+        row: dict[str, Any] = {"size": cb["size"], "prompts": len(pb)}
+        for k in criteria:
+            pairs = [(rb.get(k), ro.get(k)) for rb, ro in zip(cb["rows"], co["rows"])]
+            pairs = [(a, b) for a, b in pairs if a is not None and b is not None]  # e.g. motion of a 1-frame image
+            if not pairs:
+                continue
+            a, b = np.array(pairs, dtype=float).T
+            d = b - a
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            row[k] = {"base": float(a.mean()), "other": float(b.mean()), "diff": float(d.mean()), "se": se,
+                      "z": float(d.mean() / se) if se > 0 else float("nan")}
+        rows.append(row)
+    return rows
+
+
+def paired_markdown(rows: list[dict], base_name: str, other_name: str) -> str:
+    crit = list(dict.fromkeys(k for r in rows for k in r if k not in ("size", "prompts")))
+    lines = [f"Paired difference, {other_name} minus {base_name} (same prompts and seeds; +- one standard error)", "",
+             "| size | prompts | " + " | ".join(crit) + " |", "|---|---|" + "---|" * len(crit)]
+    for r in rows:
+        cells = [f"{r[k]['base']:.3f} -> {r[k]['other']:.3f} ({r[k]['diff']:+.3f} +- {r[k]['se']:.3f})" if k in r
+                 else "-" for k in crit]
+        lines.append(f"| {r['size']} | {r['prompts']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("BASE", "OTHER"),
+                    help="no generation: paired difference of two results JSONs (e.g. two GPU arms' quick evals)")
+    ap.add_argument("--criteria", default="adherence", help="--compare: comma list of criteria")
     ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
     ap.add_argument("--name", default="default_model", help="results file stem in benchmarks/results/")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -217,6 +261,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. 'partial training run')")
     args = ap.parse_args(argv)
+    if args.compare:
+        base, other = (json.loads(f.read_text()) for f in args.compare)
+        print(paired_markdown(paired_difference(base, other, args.criteria.split(",")), args.compare[0].stem
+                              if args.compare[0].stem != "default_model" else str(args.compare[0].parent),
+                              args.compare[1].stem if args.compare[1].stem != "default_model"
+                              else str(args.compare[1].parent)), end="")
+        return 0
     for p in args.prompt:
         parse(p)  # a prompt outside the grammar fails here (PromptError listing the grammar), before any model loads
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -41,6 +41,9 @@
 # ARM_causal.pt as causal.pt) into a workdir and export with the recipe the checkpoint recorded:
 #   python tools/train_default_model.py --preset-from OUT/ARM_dit.pt --workdir W --vae-from runtime/assets/default \
 #     --causal-steps N --export-only        # N: the causal log's fitted count; default --out: the package's folders
+# Pick an arm by the paired difference of the quick evals (same prompts and seeds), not by their means:
+#   python benchmarks/eval_default_model.py --compare SHIPPED/default_model.json ARM/default_model.json
+# (session 14's arms: 8x vs 4x the batch -0.008 +- 0.032 on clips, -0.071 +- 0.051 on images: one SE is 0.03-0.05)
 # then benchmarks/run_default_model.sh and the long-clip benchmarks. Needs torch with CUDA; vidrt need not be
 # installed.
 # A workdir an earlier call left on the same (warm) machine is resumed: call again with a larger FIT_MIN to

@@ -53,3 +53,34 @@ def test_eval_rejects_a_prompt_outside_the_grammar(tiny_wan, tmp_path):
 
     with pytest.raises(VidrtError, match="dragon"):
         _load().main(["--model", str(tiny_wan), "--prompt", "a red dragon flies", "--out", str(tmp_path)])
+
+
+def test_paired_difference_of_two_results(tmp_path, capsys):
+    """--compare pairs prompt by prompt: the mean difference and its standard error are the textbook ones, images
+    (motion None) are skipped per criterion, and results over different prompts are refused."""
+    import numpy as np
+    import pytest
+
+    ev = _load()
+    a = [0.5, 0.6, 0.4, 0.7]
+    b = [0.6, 0.6, 0.5, 0.9]
+
+    def result(vals, motion=True, prompts=("p0", "p1", "p2", "p3")):
+        rows = [{"prompt": p, "adherence": v, "motion": v / 2 if motion else None} for p, v in zip(prompts, vals)]
+        return {"configs": [{"size": "33x64x64", "rows": rows},
+                            {"size": "1x64x64", "rows": [dict(r, motion=None) for r in rows]}]}
+
+    (r33, r1) = ev.paired_difference(result(a), result(b), ["adherence", "motion"])
+    d = np.array(b) - np.array(a)
+    assert r33["adherence"]["diff"] == pytest.approx(0.1)
+    assert r33["adherence"]["se"] == pytest.approx(d.std(ddof=1) / 2)
+    assert r33["motion"]["diff"] == pytest.approx(0.05) and "motion" not in r1
+    (tmp_path / "a.json").write_text(json.dumps(result(a)))
+    (tmp_path / "b.json").write_text(json.dumps(result(b)))
+    assert ev.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--criteria",
+                    "adherence,motion"]) == 0
+    out = capsys.readouterr().out
+    assert "| 33x64x64 | 4 | 0.550 -> 0.650 (+0.100 +- 0.041) | 0.275 -> 0.325 (+0.050 +- 0.020) |" in out
+    assert "| 1x64x64 | 4 | 0.550 -> 0.650 (+0.100 +- 0.041) | - |" in out
+    with pytest.raises(SystemExit, match="different prompts"):
+        ev.paired_difference(result(a), result(b, prompts=("p0", "p1", "p2", "x")))
