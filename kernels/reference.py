@@ -99,6 +99,9 @@ class MaskSpec:
     - ``block_causal``: tokens come in chunks of ``chunk_tokens`` (one or more latent frames);
       a query in chunk c sees keys of chunks <= c. Keys are indexed from the start of the
       key sequence; queries start at key index ``q_offset`` (a KV-cache prefix of past chunks).
+      With ``sink_chunks`` >= 0, every chunk before the last sees only the first ``sink_chunks``
+      chunks and itself (a past cached against its sinks alone: a causal DiT's commit context
+      "sinks"); the last chunk still sees every earlier one.
     - ``window``: self-attention over a (T, H, W) ``grid`` cut into tiles of ``tile`` tokens;
       a query sees keys whose tile is within ``window`` tiles on every axis (STA-style).
     """
@@ -109,16 +112,18 @@ class MaskSpec:
     grid: Optional[tuple[int, int, int]] = None
     tile: tuple[int, int, int] = (1, 1, 1)
     window: tuple[int, int, int] = (0, 0, 0)
+    sink_chunks: int = -1
 
     @staticmethod
     def full() -> "MaskSpec":
         return MaskSpec("full")
 
     @staticmethod
-    def block_causal(chunk_tokens: int, q_offset: int = 0) -> "MaskSpec":
+    def block_causal(chunk_tokens: int, q_offset: int = 0, sink_chunks: int = -1) -> "MaskSpec":
         if chunk_tokens <= 0:
             raise ValueError(f"block_causal needs chunk_tokens > 0, got {chunk_tokens}")
-        return MaskSpec("block_causal", chunk_tokens=int(chunk_tokens), q_offset=int(q_offset))
+        return MaskSpec("block_causal", chunk_tokens=int(chunk_tokens), q_offset=int(q_offset),
+                        sink_chunks=int(sink_chunks))
 
     @staticmethod
     def tile_window(grid: Sequence[int], window: Sequence[int], tile: Sequence[int] = (1, 1, 1)) -> "MaskSpec":
@@ -155,7 +160,11 @@ class MaskSpec:
         if self.kind == "block_causal":
             qc = (torch.arange(lq, device=device) + self.q_offset) // self.chunk_tokens
             kc = torch.arange(lk, device=device) // self.chunk_tokens
-            return kc[None, :] <= qc[:, None]
+            allowed = kc[None, :] <= qc[:, None]
+            if self.sink_chunks >= 0:
+                last = (lk - 1) // self.chunk_tokens
+                allowed &= (qc[:, None] == last) | (kc[None, :] < self.sink_chunks) | (kc[None, :] == qc[:, None])
+            return allowed
         t, h, w = self.grid
         idx = torch.arange(t * h * w, device=device)
         coords = torch.stack((idx // (h * w), (idx // w) % h, idx % w), -1)

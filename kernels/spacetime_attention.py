@@ -407,6 +407,9 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, rope_q: O
                                  f"for a grid size {g}; rebuild the tables with build_rope_3d")
     if mask is not None:
         mask.check(lq, lk)  # ValueError naming the grid / length problem
+        if mask.kind == "block_causal" and mask.sink_chunks >= 0:
+            raise ValueError("the Triton attention has no block-causal mask with sink-only context chunks "
+                             "(sink_chunks, the recompute reference of commit_context='sinks'); use backend='sdpa'")
         if mask.kind == "window":
             for name, rope in (("rope_q", rope_q), ("rope_k", rope_k)):
                 if rope is not None and tuple(rope.grid) != tuple(mask.grid):

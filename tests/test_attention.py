@@ -63,3 +63,18 @@ def test_bad_inputs_are_clear():
         attention(q, q, q, rope_q=build_rope_3d(16, (1, 2, 2)))
     with pytest.raises(vidrt.ConfigError, match="unknown attention backend"):
         attention(q, q, q, backend="cudnn")
+
+
+def test_block_causal_sink_chunks_mask():
+    """sink_chunks: context chunks see the sinks and themselves, the last chunk sees everything before it."""
+    from vidrt.attention import MaskSpec
+
+    m = MaskSpec.block_causal(1, sink_chunks=1).dense(4, 4)
+    assert m.int().tolist() == [[1, 0, 0, 0],
+                                [1, 1, 0, 0],
+                                [1, 0, 1, 0],
+                                [1, 1, 1, 1]]
+    assert torch.equal(MaskSpec.block_causal(2).dense(6, 6), MaskSpec.block_causal(2, sink_chunks=-1).dense(6, 6))
+    # a 2-token chunk grid with two sink chunks and a query offset (a KV prefix): the last chunk sees all
+    m = MaskSpec.block_causal(2, q_offset=4, sink_chunks=2).dense(4, 8)
+    assert m[:2].int().tolist() == [[1, 1, 1, 1, 1, 1, 0, 0]] * 2 and m[2:].all()

@@ -8,7 +8,8 @@ cache -- computed once per chunk, not once per step.
 
 ``use_cache=False`` is the reference: every step re-runs the model over [visible clean past |
 current chunk] with per-token timesteps and the block-causal mask (same visible frames and RoPE
-positions). With no eviction both give the same latents up to float rounding.
+positions). With no eviction both give the same latents up to float rounding; with the commit context
+"sinks" (window chunks masked to the sinks and themselves, as the cache made them) at any length.
 """
 from __future__ import annotations
 
@@ -155,7 +156,10 @@ class CausalRollout:
         ft = n_tokens // n
         ts = torch.cat([torch.full((b, p_frames * ft), self._t_ctx(smp), device=dev),
                         torch.full((b, n * ft), t, device=dev)], dim=1)
-        mask = MaskSpec.block_causal(self.cache_config.chunk_tokens)
+        cc = self.cache_config
+        # the past as the cache holds it: with commit context "sinks" each window chunk saw the sinks and itself
+        mask = MaskSpec.block_causal(cc.chunk_tokens, sink_chunks=len(self.past.sinks) if cc.commit_context == "sinks"
+                                     else -1)
         out = self.dit(torch.cat([lat.expand(b, -1, -1, -1, -1), x], dim=2), ts, context_kv=kv, mask=mask,
                        frame_offset=pos)
         return out[:, :, p_frames:]

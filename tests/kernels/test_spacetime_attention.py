@@ -163,6 +163,8 @@ def test_bad_inputs_raise_before_launch(monkeypatch, device):
         sa.attention(q, k, v, rope_q=build_rope_3d(64, (1, 3, 4)), mask=MaskSpec.tile_window((1, 4, 3), (1, 1, 1)))
     with pytest.raises(ValueError, match="exceeds"):
         sa.attention(q, k, v, mask=MaskSpec.block_causal(4, q_offset=4))
+    with pytest.raises(ValueError, match="sink-only context chunks"):
+        sa.attention(q, k, v, mask=MaskSpec.block_causal(4, sink_chunks=1))
     with pytest.raises(ValueError, match="kv_lens must be an integer tensor"):
         sa.attention(q, k, v, kv_lens=torch.tensor([3, 4]))
     with pytest.raises(TypeError, match="dtypes differ"):
