@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import vidrt
 from vidrt.errors import ConfigError, PromptError
 from vidrt.longclip import Shot, as_shots, load_shots, plan_shots, save_stream
 from vidrt.video import to_frames
@@ -110,6 +111,19 @@ def test_cli_stream(tiny_causal, tmp_path, capsys):
     report = json.loads(js.read_text())
     assert report["frames"] == iio.imread(out).shape[0] == sum(c["frames"] for c in report["chunks"])
     assert report["mode"] == "causal" and report["realtime_factor"] > 0
+    seen = {}
+    real_stream = vidrt.Pipeline.stream
+
+    def spy(self, *a, **kw):
+        seen.update(kw)
+        return real_stream(self, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(vidrt.Pipeline, "stream", spy)
+        assert main(["stream", "a green square moves left", "--seconds", "0.5", "--model", str(tiny_causal),
+                     "--height", "32", "--width", "32", "--steps", "1", "--max-sequence-length", "16",
+                     "--commit-context", "sinks", "--no-progress", "-o", str(out)]) == 0
+    assert seen["commit_context"] == "sinks"
     shots = tmp_path / "s.yaml"
     shots.write_text("- a red circle moves right\n- the green circle stays still\n")
     assert main(["stream", "--shots", str(shots), "--model", str(tiny_causal), "--no-progress"]) == 2
