@@ -82,12 +82,13 @@ def policy_table(pipe, gen: dict, repeats: int, prompts: list[str]) -> list[dict
 
 def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
     from vidrt.caching.scheduler import (LOAD_TOLERANCE, Plan, calibrate_cost, knobs_for, predict_seconds,
-                                         rescaled_for_load)
+                                         probe_grid, rescaled_for_load)
 
     shape = pipe.latent_shape(1, gen["num_frames"], gen["height"], gen["width"])
     pt, ph, pw = pipe.transformer.config.patch_size
-    tokens = (shape[2] // pt) * (shape[3] // ph) * (shape[4] // pw)
-    cost = rescaled_for_load(pipe, calibrate_cost(pipe))  # targets this machine can meet now
+    grid = (shape[2] // pt, shape[3] // ph, shape[4] // pw)
+    tokens = grid[0] * grid[1] * grid[2]
+    cost = rescaled_for_load(pipe, calibrate_cost(pipe), grid=probe_grid(grid))  # targets this machine can meet now
     kw = dict(tokens=tokens, batch=1, voxels=shape[2] * shape[3] * shape[4], cfg=gen["guidance"] > 1)
     exact_t = predict_seconds(Plan(gen["steps"]), cost, **kw)
     fastest = min(predict_seconds(k.plan, cost, computed_fraction=k.computed_fraction, **kw)

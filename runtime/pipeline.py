@@ -364,11 +364,12 @@ class Pipeline:
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
-        from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, rescaled_for_load
+        from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, probe_grid, rescaled_for_load
 
         cost = calibrate_cost(self)
         if self.cost_load_check:  # a cached cost model goes stale on a shared machine
-            cost = rescaled_for_load(self, cost)
+            pt, ph, pw = self.transformer.config.patch_size
+            cost = rescaled_for_load(self, cost, grid=probe_grid((shape[2] // pt, shape[3] // ph, shape[4] // pw)))
         return choose_plan(latency_target, cost, knobs_for(self, default_steps),
                            tokens=_tokens(shape, self.transformer.config.patch_size), batch=shape[0],
                            voxels=shape[2] * shape[3] * shape[4], cfg=cfg)

@@ -152,3 +152,33 @@ def test_cost_model_is_rescaled_when_the_machine_slows_down(tiny_wan, tmp_path, 
     v = pipe("a red circle", latency_target=60.0, height=32, width=32, num_frames=5, steps=4, progress=False,
              max_sequence_length=16)
     assert v.stats["schedule"]["load_factor"] > 0
+
+
+def test_load_probe_times_the_request_grid(tiny_wan, tmp_path, monkeypatch):
+    """The probe grid is the request's token grid, cut to PROBE_MAX_TOKENS (frames first); Pipeline.plan probes it."""
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))
+    from vidrt.caching import scheduler
+    from vidrt.caching.scheduler import PROBE_MAX_TOKENS, probe_grid
+    from vidrt.pipeline import Pipeline
+
+    assert probe_grid((5, 8, 8)) == (5, 8, 8) and PROBE_MAX_TOKENS == 320
+    assert probe_grid((9, 8, 8)) == (5, 8, 8)          # 576 tokens: frames cut first
+    assert probe_grid((9, 16, 16)) == (1, 16, 16)      # 256 tokens: one frame fits
+    assert probe_grid((3, 32, 32)) == (1, 10, 32)      # one frame is too big: rows cut next
+    for g in ((1, 1, 1), (2, 3, 4), (17, 45, 80), (1, 1, 999)):
+        t, h, w = probe_grid(g)
+        assert 1 <= t <= g[0] and 1 <= h <= g[1] and 1 <= w <= g[2] and t * h * w <= max(PROBE_MAX_TOKENS, 1)
+    pipe = Pipeline.from_pretrained(tiny_wan)
+    scheduler.calibrate_cost(pipe)
+    grids = []
+    real = scheduler._dit_call_timer
+
+    def spy(p):
+        timer = real(p)
+        return lambda grid, b: (grids.append(grid), timer(grid, b))[1]
+
+    monkeypatch.setattr(scheduler, "_dit_call_timer", spy)
+    pipe("a red circle", latency_target=60.0, height=32, width=32, num_frames=5, steps=2, progress=False,
+         max_sequence_length=16)
+    pt, ph, pw = pipe.transformer.config.patch_size
+    assert grids[0] == probe_grid((2 // pt, 4 // ph, 4 // pw))
