@@ -362,8 +362,12 @@ class Pipeline:
 
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
 
-    def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int):
-        """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds."""
+    def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int,
+             kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None):
+        """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds.
+
+        For one KV-cached causal chunk: ``kv_tokens`` past tokens each call attends to, and the chunk's commit
+        forward over ``commit_kv_tokens`` of them (see ``vidrt.caching.scheduler.predict_seconds``)."""
         from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, probe_grid, rescaled_for_load
 
         cost = calibrate_cost(self)
@@ -372,7 +376,8 @@ class Pipeline:
             cost = rescaled_for_load(self, cost, grid=probe_grid((shape[2] // pt, shape[3] // ph, shape[4] // pw)))
         return choose_plan(latency_target, cost, knobs_for(self, default_steps),
                            tokens=_tokens(shape, self.transformer.config.patch_size), batch=shape[0],
-                           voxels=shape[2] * shape[3] * shape[4], cfg=cfg)
+                           voxels=shape[2] * shape[3] * shape[4], cfg=cfg, kv_tokens=kv_tokens,
+                           commit_kv_tokens=commit_kv_tokens)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, progress: bool = False) -> torch.Tensor:

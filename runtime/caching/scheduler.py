@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 class CostModel:
     """Seconds of each stage on one device: text encoder call, DiT call vs tokens x batch, VAE decode.
 
-    DiT call time = a + b * (tokens*batch) + c * (tokens^2 * batch)  (linear layers + attention);
+    DiT call time = a + b * (tokens*batch) + c * (tokens * (tokens + kv_tokens) * batch)  (linear layers +
+    attention; ``kv_tokens``: cached past keys a causal chunk also attends to, whose projections are not redone);
     VAE decode = d + e * latent voxels (T' * H' * W'); ``step_s``: what a sampler step costs besides its
     DiT calls (the scheduler's update, CFG mixing, dtype moves), measured on a short real run.
     """
@@ -42,9 +43,9 @@ class CostModel:
     load_factor: float = 1.0   # how much slower the machine ran than at calibration (``rescaled_for_load``)
     load_check: str = ""       # what the load probe did: "kept", "rescaled" or "recalibrated" ("" = no probe)
 
-    def dit_call(self, tokens: int, batch: int) -> float:
+    def dit_call(self, tokens: int, batch: int, kv_tokens: int = 0) -> float:
         a, b, c = self.dit
-        return max(1e-6, a + b * tokens * batch + c * tokens * tokens * batch)
+        return max(1e-6, a + b * tokens * batch + c * tokens * (tokens + kv_tokens) * batch)
 
     def vae_decode(self, voxels: int) -> float:
         d, e = self.vae
@@ -235,14 +236,20 @@ def candidate_plans(default_steps: int, thresholds: Sequence[float] = (0.1, 0.2,
 
 
 def predict_seconds(plan: Plan, cost: CostModel, *, tokens: int, batch: int, voxels: int, cfg: bool,
-                    computed_fraction: float = 1.0) -> float:
-    """Predicted wall time of a generation under ``plan``."""
+                    computed_fraction: float = 1.0, kv_tokens: int = 0,
+                    commit_kv_tokens: Optional[int] = None) -> float:
+    """Predicted wall time of a generation (or of one causal chunk) under ``plan``.
+
+    ``kv_tokens``: cached past tokens every DiT call also attends to (a KV-cached chunk); ``commit_kv_tokens``: a
+    chunk's one extra forward that writes its keys/values, attending to that many cached tokens (None: no commit).
+    """
     calls = 0.0
     for i in range(plan.steps):
         full = cfg and (plan.cfg_interval == 1 or i < 1 or i >= plan.steps - 1 or (i - 1) % plan.cfg_interval == 0)
-        calls += cost.dit_call(tokens, batch * (2 if full else 1))
+        calls += cost.dit_call(tokens, batch * (2 if full else 1), kv_tokens)
     head = 1.0 if plan.cache is None else computed_fraction
-    return cost.text_s + calls * head + plan.steps * cost.step_s + cost.vae_decode(voxels)
+    commit = 0.0 if commit_kv_tokens is None else cost.dit_call(tokens, batch * (2 if cfg else 1), commit_kv_tokens)
+    return cost.text_s + calls * head + commit + plan.steps * cost.step_s + cost.vae_decode(voxels)
 
 
 @dataclass
@@ -278,7 +285,7 @@ def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, tokens: int, batch: int, voxels: int,
-                cfg: bool) -> Schedule:
+                cfg: bool, kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None) -> Schedule:
     """Best-quality plan whose predicted time meets ``target_s``; LatencyError naming the fastest otherwise.
 
     Knobs form families (cache, threshold, CFG mode) measured at a few step counts. Each family runs the most
@@ -289,7 +296,8 @@ def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, toke
     ADHERENCE_TOLERANCE below the exact plan's rank last."""
     if not knobs:
         raise LatencyError("no calibrated plans for this model; run `vidrt calibrate` first")
-    kw = dict(tokens=tokens, batch=batch, voxels=voxels, cfg=cfg)
+    kw = dict(tokens=tokens, batch=batch, voxels=voxels, cfg=cfg, kv_tokens=kv_tokens,
+              commit_kv_tokens=commit_kv_tokens)
     exact = max(knobs, key=lambda k: (k.plan.cache is None and k.plan.cfg_interval == 1, k.plan.steps))
     floor = None if exact.adherence is None else exact.adherence - ADHERENCE_TOLERANCE
     families: dict[tuple, list[Knob]] = {}

@@ -187,7 +187,11 @@ def stream(
 
     if latency_target is not None:
         shape = (1, c, unit if mode == "causal" else window, hl, wl)
-        sched = pipe.plan(latency_target, shape, cfg=guidance > 1.0, default_steps=steps)
+        past = {}
+        if mode == "causal" and kv_cache:  # a chunk also attends to the cache (full from the window's end on)
+            past = dict(kv_tokens=kvc.past_tokens,
+                        commit_kv_tokens=kvc.sink_tokens if kvc.commit_context == "sinks" else kvc.past_tokens)
+        sched = pipe.plan(latency_target, shape, cfg=guidance > 1.0, default_steps=steps, **past)
         p = sched.plan
         settings.steps, settings.cache, settings.cache_threshold, settings.cfg_interval = (
             p.steps, p.cache_spec, p.threshold, p.cfg_interval)

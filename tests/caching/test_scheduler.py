@@ -182,3 +182,16 @@ def test_load_probe_times_the_request_grid(tiny_wan, tmp_path, monkeypatch):
          max_sequence_length=16)
     pt, ph, pw = pipe.transformer.config.patch_size
     assert grids[0] == probe_grid((2 // pt, 4 // ph, 4 // pw))
+
+
+def test_prediction_counts_cached_keys_and_the_commit():
+    """A KV-cached chunk attends to its past: every call's attention term grows with the cached tokens, and the
+    chunk's commit forward is one more call; nothing changes without them."""
+    cost = CostModel({"device": "cpu"}, text_s=0.1, dit=(0.01, 1e-4, 1e-6), vae=(0.05, 0.0))
+    kw = dict(tokens=100, batch=1, voxels=10, cfg=True)
+    plain = predict_seconds(Plan(4), cost, **kw)
+    assert plain == pytest.approx(predict_seconds(Plan(4), cost, kv_tokens=0, commit_kv_tokens=None, **kw))
+    cached = predict_seconds(Plan(4), cost, kv_tokens=300, **kw)
+    assert cached - plain == pytest.approx(4 * 1e-6 * 100 * 300 * 2)    # 4 CFG steps at batch 2
+    committed = predict_seconds(Plan(4), cost, kv_tokens=300, commit_kv_tokens=100, **kw)
+    assert committed - cached == pytest.approx(cost.dit_call(100, 2, 100))

@@ -127,3 +127,19 @@ def test_model_declares_its_commit_context(tiny_base, causal_pipe, tmp_path):
     cfg_path.write_text(json.dumps({**cfg, "commit_context": "everything"}))
     with pytest.raises(CheckpointError, match="'window'.*'sinks'"):
         Pipeline.from_pretrained(folder)
+
+
+def test_latency_plan_counts_the_cache(causal_pipe, tmp_path, monkeypatch):
+    """stream(latency_target=) plans a chunk with the tokens it attends to in the cache and its commit."""
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))
+    seen = []
+    real = type(causal_pipe).plan
+
+    def spy(self, *a, **kw):
+        seen.append(kw)
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(type(causal_pipe), "plan", spy)
+    list(causal_pipe.stream("a red circle moves right", seconds=1.0, latency_target=60.0, sink_frames=2,
+                            window_frames=2, commit_context="sinks", **dict(GEN, steps=2)))
+    assert seen[-1]["kv_tokens"] == 4 * 4 and seen[-1]["commit_kv_tokens"] == 2 * 4   # 4 tokens per latent frame
