@@ -363,15 +363,19 @@ class Pipeline:
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int,
-             kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None):
+             kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None, cost_scale: Optional[float] = None):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds.
 
         For one KV-cached causal chunk: ``kv_tokens`` past tokens each call attends to, and the chunk's commit
-        forward over ``commit_kv_tokens`` of them (see ``vidrt.caching.scheduler.predict_seconds``)."""
+        forward over ``commit_kv_tokens`` of them (see ``vidrt.caching.scheduler.predict_seconds``).
+        ``cost_scale``: a correction of the cost model measured on finished work (a stream's parts), used instead
+        of the load probe."""
         from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, probe_grid, rescaled_for_load
 
         cost = calibrate_cost(self)
-        if self.cost_load_check:  # a cached cost model goes stale on a shared machine
+        if cost_scale is not None:
+            cost = cost.scaled(float(cost_scale))
+        elif self.cost_load_check:  # a cached cost model goes stale on a shared machine
             pt, ph, pw = self.transformer.config.patch_size
             cost = rescaled_for_load(self, cost, grid=probe_grid((shape[2] // pt, shape[3] // ph, shape[4] // pw)))
         return choose_plan(latency_target, cost, knobs_for(self, default_steps),

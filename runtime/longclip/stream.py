@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from vidrt.errors import ConfigError
 from vidrt.longclip.causal import CausalRollout, CausalSettings
 from vidrt.longclip.kv_cache import KVCacheConfig
+from vidrt.longclip.planner import PartPlanner
 from vidrt.longclip.shots import ShotSpan, as_shots, check_references, plan_shots
 from vidrt.longclip.sliding import SlidingWindow
 from vidrt.video import to_frames
@@ -185,17 +186,14 @@ def stream(
     total_frames = 1 + pipe.vae_scale_temporal * (total_latent - 1)
     seconds_total = total_frames / fps
 
-    if latency_target is not None:
+    planner = None
+    if latency_target is not None:  # planned per part (the cache it sees, how the last parts ran); first plan now
         shape = (1, c, unit if mode == "causal" else window, hl, wl)
-        past = {}
-        if mode == "causal" and kv_cache:  # a chunk also attends to the cache (full from the window's end on)
-            past = dict(kv_tokens=kvc.past_tokens,
-                        commit_kv_tokens=kvc.sink_tokens if kvc.commit_context == "sinks" else kvc.past_tokens)
-        sched = pipe.plan(latency_target, shape, cfg=guidance > 1.0, default_steps=steps, **past)
-        p = sched.plan
-        settings.steps, settings.cache, settings.cache_threshold, settings.cfg_interval = (
-            p.steps, p.cache_spec, p.threshold, p.cfg_interval)
-        logger.info("latency target %.3fs per part: %s (predicted %.3fs)", latency_target, p.label(), sched.predicted_s)
+        planner = PartPlanner(pipe, latency_target, shape, cfg=guidance > 1.0, default_steps=steps,
+                              settings=settings, kv=kvc if mode == "causal" and kv_cache else None)
+        sched = planner.plan(0)
+        logger.info("latency target %.3fs per part: %s (predicted %.3fs)", latency_target, sched.plan.label(),
+                    sched.predicted_s)
 
     if mode == "causal":
         runner = CausalRollout(pipe, settings, latent_hw=(hl, wl), cache_config=kvc, use_cache=kv_cache)
@@ -208,7 +206,7 @@ def stream(
                 label, len(spans), total_latent, total_frames, seconds_total, fps, width, height)
     return _run(pipe, runner, label, spans, seed=seed, negative_prompt=negative_prompt, guidance=guidance,
                 max_sequence_length=max_sequence_length, fps=fps, seconds_total=seconds_total, shape=(c, hl, wl),
-                unit=unit, latency_target=latency_target, progress=progress, world=is_world, texts=texts)
+                unit=unit, planner=planner, progress=progress, world=is_world, texts=texts)
 
 
 def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[int, int]]:
@@ -226,7 +224,7 @@ def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[in
 
 def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative_prompt: Optional[str],
          guidance: float, max_sequence_length, fps: float, seconds_total: float, shape, unit: int,
-         latency_target: Optional[float], progress: bool, world: bool, texts: list[str]) -> Iterator[StreamPart]:
+         planner: Optional[PartPlanner], progress: bool, world: bool, texts: list[str]) -> Iterator[StreamPart]:
     cfg = guidance > 1.0
     gen = torch.Generator("cpu").manual_seed(int(seed))
     decoder = pipe.vae.stream_decoder()
@@ -251,6 +249,8 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                 runner.hard_cut()
             last_span = span is spans[-1]
             for start, n in _parts_of(span, mode, unit, runner):
+                if planner is not None and index > 0:
+                    planner.plan(index)
                 t_part = time.perf_counter()
                 noise = torch.randn((1, c, n, hl, wl), generator=gen, dtype=torch.float32)
                 if mode == "causal":
@@ -275,9 +275,12 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                 if cache is not None:
                     info.update(kv_cache_bytes=cache.nbytes, kv_cached_tokens=cache.filled,
                                 kv_evicted_chunks=cache.evicted_chunks)
-                if latency_target is not None:
-                    info["latency_target_s"] = latency_target
-                    info["latency_target_met"] = timings["part_s"] - timings["text_s"] <= latency_target
+                if planner is not None:
+                    work_s = timings["part_s"] - timings["text_s"]
+                    info.update(latency_target_s=planner.target_s, latency_target_met=work_s <= planner.target_s,
+                                plan=planner.schedule.plan.label(), predicted_s=planner.schedule.predicted_s,
+                                cost_scale=planner.scale, replans=planner.replans)
+                    planner.observe(work_s)
                 part = StreamPart(index=index, shot=span.index, prompt=shot.prompt, frames=frames,
                                   frame_start=frames_done - frames.shape[0], latents=lat.detach().cpu(),
                                   latent_start=start, seconds_done=frames_done / fps, seconds_total=seconds_total,

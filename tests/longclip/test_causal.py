@@ -130,7 +130,8 @@ def test_model_declares_its_commit_context(tiny_base, causal_pipe, tmp_path):
 
 
 def test_latency_plan_counts_the_cache(causal_pipe, tmp_path, monkeypatch):
-    """stream(latency_target=) plans a chunk with the tokens it attends to in the cache and its commit."""
+    """stream(latency_target=) plans every chunk with the tokens it attends to in the cache (filling, then full)
+    and its commit (against the sinks alone here), and corrects the cost model by how the chunks ran."""
     monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path))
     seen = []
     real = type(causal_pipe).plan
@@ -140,6 +141,44 @@ def test_latency_plan_counts_the_cache(causal_pipe, tmp_path, monkeypatch):
         return real(self, *a, **kw)
 
     monkeypatch.setattr(type(causal_pipe), "plan", spy)
-    list(causal_pipe.stream("a red circle moves right", seconds=1.0, latency_target=60.0, sink_frames=2,
-                            window_frames=2, commit_context="sinks", **dict(GEN, steps=2)))
-    assert seen[-1]["kv_tokens"] == 4 * 4 and seen[-1]["commit_kv_tokens"] == 2 * 4   # 4 tokens per latent frame
+    parts = list(causal_pipe.stream("a red circle moves right", seconds=2.0, latency_target=60.0, sink_frames=2,
+                                    window_frames=2, commit_context="sinks", **dict(GEN, steps=2)))
+    ct = 2 * 4  # a chunk: 2 latent frames of 4 tokens
+    assert len(seen) == len(parts) >= 4
+    assert [kw["kv_tokens"] for kw in seen] == [0, ct] + [2 * ct] * (len(parts) - 2)
+    assert [kw["commit_kv_tokens"] for kw in seen] == [0] + [ct] * (len(parts) - 1)
+    assert seen[0]["cost_scale"] is None and all(kw["cost_scale"] > 0 for kw in seen[1:])  # learnt from the parts
+    assert all(p.info["latency_target_met"] and p.info["plan"] for p in parts)
+
+
+def test_part_planner_keeps_its_plan_when_a_replan_fails_and_follows_the_parts():
+    """An impossible first plan raises before any work; a later one keeps the last plan (no lost stream); the
+    cost scale moves by the damped ratio of actual to predicted time."""
+    from vidrt.caching.scheduler import Plan, Schedule
+    from vidrt.errors import LatencyError
+    from vidrt.longclip.causal import CausalSettings
+    from vidrt.longclip.planner import PartPlanner
+
+    calls = []
+
+    class FakePipe:
+        fail = False
+
+        def plan(self, target, shape, **kw):
+            calls.append(kw)
+            if self.fail:
+                raise LatencyError("impossible")
+            return Schedule(Plan(7), predicted_s=2.0, target_s=target, alternatives=1, load_factor=1.5,
+                            load_check="rescaled")
+
+    pipe, settings = FakePipe(), CausalSettings(steps=20, guidance=3.0)
+    planner = PartPlanner(pipe, 2.0, (1, 16, 3, 8, 8), cfg=True, default_steps=20, settings=settings)
+    assert planner.plan(0).plan.steps == 7 and settings.steps == 7 and planner.scale == 1.5
+    planner.observe(4.0)                       # twice the prediction: scale x sqrt(2)
+    assert planner.scale == pytest.approx(1.5 * 2 ** 0.5)
+    pipe.fail = True
+    assert planner.plan(1).plan.steps == 7     # kept
+    assert calls[-1]["cost_scale"] == pytest.approx(1.5 * 2 ** 0.5)
+    first = PartPlanner(pipe, 2.0, (1, 16, 3, 8, 8), cfg=True, default_steps=20, settings=settings)
+    with pytest.raises(LatencyError):
+        first.plan(0)
