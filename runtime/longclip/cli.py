@@ -83,7 +83,9 @@ def _stream(args: argparse.Namespace) -> int:
             records.append({"index": part.index, "shot": part.shot, "frames": part.frames.shape[0],
                             "seconds_done": round(part.seconds_done, 4), **{k: round(v, 5) for k, v in
                                                                             part.timings.items()},
-                            "realtime_factor": round(part.realtime_factor, 5)})
+                            "realtime_factor": round(part.realtime_factor, 5),
+                            **{k: part.info[k] for k in ("plan", "predicted_s", "latency_target_met")
+                               if k in part.info}})
             yield part
 
     try:

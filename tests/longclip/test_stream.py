@@ -100,8 +100,10 @@ def test_sliding_window_fallback_on_bidirectional_model(base_pipe, caplog):
         base_pipe.stream("a red circle", mode="causal")
 
 
-def test_cli_stream(tiny_causal, tmp_path, capsys):
+def test_cli_stream(tiny_causal, tmp_path, capsys, monkeypatch):
     from vidrt.cli import main
+
+    monkeypatch.setenv("VIDRT_CACHE_DIR", str(tmp_path / "cache"))  # the latency run's cost model goes here
 
     out, js = tmp_path / "c.mp4", tmp_path / "c.json"
     rc = main(["stream", "a green square moves left", "--seconds", "1.2", "--model", str(tiny_causal),
@@ -124,6 +126,12 @@ def test_cli_stream(tiny_causal, tmp_path, capsys):
                      "--height", "32", "--width", "32", "--steps", "1", "--max-sequence-length", "16",
                      "--commit-context", "sinks", "--no-progress", "-o", str(out)]) == 0
     assert seen["commit_context"] == "sinks"
+    # with a latency target the JSON report says, per chunk, the plan, its prediction and whether it was met
+    assert main(["stream", "a green square moves left", "--seconds", "0.5", "--model", str(tiny_causal),
+                 "--height", "32", "--width", "32", "--steps", "2", "--max-sequence-length", "16",
+                 "--latency-target", "60", "--no-progress", "-o", str(out), "--json", str(js)]) == 0
+    chunks = json.loads(js.read_text())["chunks"]
+    assert all(c["latency_target_met"] is True and c["plan"] and c["predicted_s"] > 0 for c in chunks)
     shots = tmp_path / "s.yaml"
     shots.write_text("- a red circle moves right\n- the green circle stays still\n")
     assert main(["stream", "--shots", str(shots), "--model", str(tiny_causal), "--no-progress"]) == 2
