@@ -83,10 +83,10 @@ def policy_table(pipe, gen: dict, repeats: int, prompts: list[str]) -> list[dict
 def scheduler_accuracy(pipe, gen: dict, runs: int = 3) -> list[dict]:
     from vidrt.caching.scheduler import (LOAD_TOLERANCE, Plan, calibrate_cost, knobs_for, predict_seconds,
                                          probe_grid, rescaled_for_load)
+    from vidrt.pipeline import token_grid
 
     shape = pipe.latent_shape(1, gen["num_frames"], gen["height"], gen["width"])
-    pt, ph, pw = pipe.transformer.config.patch_size
-    grid = (shape[2] // pt, shape[3] // ph, shape[4] // pw)
+    grid = token_grid(shape, pipe.transformer.config.patch_size)
     tokens = grid[0] * grid[1] * grid[2]
     cost = rescaled_for_load(pipe, calibrate_cost(pipe), grid=probe_grid(grid))  # targets this machine can meet now
     kw = dict(tokens=tokens, batch=1, voxels=shape[2] * shape[3] * shape[4], cfg=gen["guidance"] > 1)

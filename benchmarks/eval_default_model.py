@@ -263,10 +263,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.compare:
         base, other = (json.loads(f.read_text()) for f in args.compare)
-        print(paired_markdown(paired_difference(base, other, args.criteria.split(",")), args.compare[0].stem
-                              if args.compare[0].stem != "default_model" else str(args.compare[0].parent),
-                              args.compare[1].stem if args.compare[1].stem != "default_model"
-                              else str(args.compare[1].parent)), end="")
+        # a results file keeps its stem; the default stem names nothing, so its folder does
+        base_name, other_name = (str(f.parent) if f.stem == "default_model" else f.stem for f in args.compare)
+        print(paired_markdown(paired_difference(base, other, args.criteria.split(",")), base_name, other_name), end="")
         return 0
     for p in args.prompt:
         parse(p)  # a prompt outside the grammar fails here (PromptError listing the grammar), before any model loads

@@ -376,8 +376,7 @@ class Pipeline:
         if cost_scale is not None:
             cost = cost.scaled(float(cost_scale))
         elif self.cost_load_check:  # a cached cost model goes stale on a shared machine
-            pt, ph, pw = self.transformer.config.patch_size
-            cost = rescaled_for_load(self, cost, grid=probe_grid((shape[2] // pt, shape[3] // ph, shape[4] // pw)))
+            cost = rescaled_for_load(self, cost, grid=probe_grid(token_grid(shape, self.transformer.config.patch_size)))
         return choose_plan(latency_target, cost, knobs_for(self, default_steps),
                            tokens=_tokens(shape, self.transformer.config.patch_size), batch=shape[0],
                            voxels=shape[2] * shape[3] * shape[4], cfg=cfg, kv_tokens=kv_tokens,
@@ -399,5 +398,11 @@ class Pipeline:
         return torch.cat(parts, dim=2)
 
 
+def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, int, int]:
+    """(t, h, w) DiT tokens of latents of ``shape`` (B, C, T', H', W') at ``patch``."""
+    return shape[2] // patch[0], shape[3] // patch[1], shape[4] // patch[2]
+
+
 def _tokens(shape: Sequence[int], patch: Sequence[int]) -> int:
-    return (shape[2] // patch[0]) * (shape[3] // patch[1]) * (shape[4] // patch[2])
+    t, h, w = token_grid(shape, patch)
+    return t * h * w

@@ -72,6 +72,10 @@ class KVCacheConfig:
         return self.sink_frames * self.frame_tokens
 
     @property
+    def sink_chunks(self) -> int:
+        return self.sink_frames // self.chunk_frames
+
+    @property
     def window_chunks(self) -> int:
         return self.window_frames // self.chunk_frames
 

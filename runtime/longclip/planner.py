@@ -40,10 +40,8 @@ class PartPlanner:
         kv = self.kv
         if kv is None:
             return {}
-        chunks = kv.sink_frames // kv.chunk_frames + kv.window_chunks
-        seen = min(index, chunks) * kv.chunk_tokens
-        commit = min(index, kv.sink_frames // kv.chunk_frames) * kv.chunk_tokens if kv.commit_context == "sinks" \
-            else seen
+        seen = min(index, kv.sink_chunks + kv.window_chunks) * kv.chunk_tokens
+        commit = min(index, kv.sink_chunks) * kv.chunk_tokens if kv.commit_context == "sinks" else seen
         return {"kv_tokens": seen, "commit_kv_tokens": commit}
 
     def _schedule(self, index: int):
