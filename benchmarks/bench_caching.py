@@ -132,7 +132,8 @@ def target_row(pipe, gen: dict, target: float, exact, runs: int) -> dict:
            "load_checks": {c: checks.count(c) for c in sorted(set(checks))},
            "psnr_db": statistics.median(quality), "plan": labels[-1]}
     print(f"target {target:.2f}s  actual/target {row['actual_over_target_median']:.2f} (without the load check "
-          f"{row['without_load_check_median']:.2f}, load factor {row['load_factor_median']:.2f}, {row['load_checks']})  PSNR "
+          f"{row['without_load_check_median']:.2f}, load factor {row['load_factor_median']:.2f}, "
+          f"{row['load_checks']})  PSNR "
           f"{row['psnr_db']:.1f} dB  ({row['plan']})")
     return row
 
