@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 import vidrt
 from vidrt.world.grammar import held_out_prompts, parse
-from vidrt.video import from_frames
+from vidrt.video import from_frames, to_frames
 from vidrt.world.render import render
 from vidrt.world.score import mean_scores, score
 
@@ -62,8 +62,27 @@ def initial_latents(pipe: "vidrt.Pipeline", index: int, frames: int, height: int
     return torch.randn(pipe.latent_shape(1, frames, height, width), generator=gen)
 
 
+def sample(pipe, chunk: list[tuple[int, str]], frames: int, height: int, width: int, gen_kwargs: dict,
+           latents_dir: Optional[Path]) -> tuple[list[np.ndarray], float]:
+    """Frames of one batch of held-out prompts and the seconds spent. With ``latents_dir`` the final latents
+    are kept there per (size, prompt) and a later run reuses them: only the VAE decodes, so two decoders are
+    judged on the very same DiT samples in a fraction of the time (the seconds are then the decode's)."""
+    files = [latents_dir / f"{frames}x{height}x{width}_{i}.pt" for i, _ in chunk] if latents_dir else []
+    t0 = time.perf_counter()
+    if files and all(f.is_file() for f in files):
+        z = torch.cat([torch.load(f, map_location="cpu") for f in files])
+    else:
+        noise = torch.cat([initial_latents(pipe, i, frames, height, width) for i, _ in chunk])
+        z = pipe([p for _, p in chunk], num_frames=frames, height=height, width=width, latents=noise,
+                 progress=False, output="latent", **gen_kwargs).cpu()
+        for f, zi in zip(files, z):
+            torch.save(zi[None].clone(), f)
+    videos = pipe.decode(z)
+    return [to_frames(v) for v in videos], time.perf_counter() - t0
+
+
 def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: int, width: int, *, batch: int,
-                    gen_kwargs: dict, keep_frames: int = 0) -> dict:
+                    gen_kwargs: dict, keep_frames: int = 0, latents_dir: Optional[Path] = None) -> dict:
     """Generate and score `prompts` at one size; ground-truth and mismatched-render references too."""
     fps = pipe.defaults.fps
     gen_scores, gt_scores, wrong_scores, vae_scores, rows, samples = [], [], [], [], [], []
@@ -72,13 +91,10 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
     bar = tqdm(total=len(prompts), desc=f"{frames}x{height}x{width}", unit="clip", leave=False)
     for start in range(0, len(prompts), batch):
         chunk = prompts[start:start + batch]
-        latents = torch.cat([initial_latents(pipe, i, frames, height, width) for i, _ in chunk])
-        t0 = time.perf_counter()
-        videos = pipe([p for _, p in chunk], num_frames=frames, height=height, width=width, latents=latents,
-                      progress=False, **gen_kwargs)
-        seconds += time.perf_counter() - t0
+        videos, took = sample(pipe, chunk, frames, height, width, gen_kwargs, latents_dir)
+        seconds += took
         for (i, prompt), video in zip(chunk, videos):
-            s = score(video.frames, prompt, fps=fps)
+            s = score(video, prompt, fps=fps)
             truth = render(prompt, height, width, frames, fps, seed=i)
             other = render(prompts[(prompts.index((i, prompt)) + 1) % len(prompts)][1], height, width, frames, fps,
                            seed=i)
@@ -92,7 +108,7 @@ def evaluate_config(pipe, prompts: list[tuple[int, str]], frames: int, height: i
             rows.append({"index": i, "prompt": prompt, **{k: getattr(s, k) for k in CRITERIA},
                          "seen": [[o.name, o.seen_shape, o.seen_motion] for o in s.objects]})
             if len(samples) < keep_frames:
-                samples.append((prompt, video.frames, truth, s.adherence))
+                samples.append((prompt, video, truth, s.adherence))
         bar.update(len(chunk))
     bar.close()
     return {"size": f"{frames}x{height}x{width}", "frames": frames, "height": height, "width": width,
@@ -259,6 +275,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
+    ap.add_argument("--latents", type=Path, default=None, metavar="DIR",
+                    help="keep each sample's final latents in DIR, and decode those found there instead of sampling "
+                         "again: a second model folder with another VAE (decoder) is scored on the same DiT samples")
     ap.add_argument("--note", default="", help="free text stored with the results (e.g. 'partial training run')")
     args = ap.parse_args(argv)
     if args.compare:
@@ -303,6 +322,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "configs": []}
     if args.prompt:
         result.update(given_prompts=len(args.prompt), repeat=repeat)
+    if args.latents:
+        args.latents.mkdir(parents=True, exist_ok=True)
+        meta_file, meta = args.latents / "meta.json", {"model": args.model or "embedded default", **settings}
+        if meta_file.is_file() and json.loads(meta_file.read_text()) != meta:
+            old = json.loads(meta_file.read_text())
+            logger.info("--latents %s: samples of %s (%s) decoded by this model's VAE", args.latents, old["model"],
+                        {k: v for k, v in old.items() if k != "model"})
+            result["latents_from"] = old
+        elif not meta_file.is_file():
+            meta_file.write_text(json.dumps(meta, indent=1) + "\n")
     training = json.loads((Path(pipe.source) / "vidrt.json").read_text()).get("_training") \
         if (Path(pipe.source) / "vidrt.json").is_file() else None
     if training:
@@ -311,7 +340,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for frames, h, w, share in configs:
         sub = _subset(prompts, share)
         c = evaluate_config(pipe, sub, frames, h, w, batch=args.batch, gen_kwargs=gen_kwargs,
-                            keep_frames=6 if not sheet else 0)
+                            keep_frames=6 if not sheet else 0, latents_dir=args.latents)
         sheet = sheet or c.pop("_samples")
         c.pop("_samples", None)
         result["configs"].append(c)

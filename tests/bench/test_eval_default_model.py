@@ -84,3 +84,45 @@ def test_paired_difference_of_two_results(tmp_path, capsys):
     assert "| 1x64x64 | 4 | 0.550 -> 0.650 (+0.100 +- 0.041) | - |" in out
     with pytest.raises(SystemExit, match="different prompts"):
         ev.paired_difference(result(a), result(b, prompts=("p0", "p1", "p2", "x")))
+
+
+def test_eval_latents_are_kept_and_decoded_again(tiny_wan, tmp_path, monkeypatch):
+    """--latents DIR: the first run's clips equal a plain run's (sampling to latents then decoding is the same
+    path), and a later run (other settings) decodes the kept latents instead of sampling, recording whose
+    samples it scored: an edited latent file changes that prompt's clip and only that one."""
+    import numpy as np
+    import torch
+
+    ev = _load()
+    clips: dict[str, list] = {}
+    run = {"name": ""}
+    real_sample = ev.sample
+
+    def recording_sample(*a, **k):
+        frames, took = real_sample(*a, **k)
+        clips.setdefault(run["name"], []).extend(frames)
+        return frames, took
+
+    monkeypatch.setattr(ev, "sample", recording_sample)
+    common = ["--model", str(tiny_wan), "--prompts", "2", "--sizes", "5x32x32", "--threads", "1", "--no-vae",
+              "--out", str(tmp_path)]
+    lat = tmp_path / "lat"
+
+    def main(name: str, *extra: str) -> None:
+        run["name"] = name
+        assert ev.main(common + ["--name", name, *extra]) == 0
+
+    main("plain", "--steps", "2")
+    main("kept", "--steps", "2", "--latents", str(lat))
+    assert sorted(f.name for f in lat.iterdir()) == ["5x32x32_0.pt", "5x32x32_1.pt", "meta.json"]
+    z = torch.load(lat / "5x32x32_0.pt")
+    assert z.shape[0] == 1 and z.shape[2] == 2      # one sample, 5 frames -> 2 latent frames
+    torch.save(torch.full_like(z, 3.0), lat / "5x32x32_0.pt")
+    main("again", "--steps", "3", "--latents", str(lat))
+    main("resampled", "--steps", "3")
+    assert all(np.array_equal(a, b) for a, b in zip(clips["kept"], clips["plain"]))
+    assert np.array_equal(clips["again"][1], clips["kept"][1])             # decoded, not re-sampled at 3 steps
+    assert not np.array_equal(clips["resampled"][1], clips["kept"][1])     # which would have changed it
+    assert not np.array_equal(clips["again"][0], clips["kept"][0])         # the edited file was decoded
+    again = json.loads((tmp_path / "again.json").read_text())
+    assert again["latents_from"]["steps"] == 2 and "latents_from" not in json.loads((tmp_path / "kept.json").read_text())
