@@ -33,6 +33,14 @@ def test_eval_writes_table_with_references(tiny_wan, tmp_path):
     assert {m: v["objects"] for m, v in by_word.items()} == {m: asked.count(m) for m in set(asked)}
     assert all(0.0 <= v["motion"] <= 1.0 for v in by_word.values())
     assert "Motion score by the motion asked, 5x32x32" in md
+    # adherence per object count: the rows' mean for each count, the counts adding up to the prompts
+    by_n = c["by_objects"]
+    counts = [len(parse(p).objects) for p in held_out_prompts()[:3]]
+    assert {int(n): v["prompts"] for n, v in by_n.items()} == {n: counts.count(n) for n in set(counts)}
+    for n, v in by_n.items():
+        assert abs(v["adherence"] - sum(r["adherence"] for r, k in zip(c["rows"], counts) if k == int(n))
+                   / v["prompts"]) < 1e-12
+    assert "Adherence by objects in the prompt, 5x32x32" in md
 
 
 def test_eval_given_prompts_with_repeats(tiny_wan, tmp_path):
