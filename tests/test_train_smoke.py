@@ -537,3 +537,26 @@ def test_dit_init_across_patch_sizes_keeps_patch_embedding_and_output_meaning():
     o = old.proj_out(h).reshape(3, 1, 2, 2, 4)                                     # (pt, ph, pw, c) per token
     torch.testing.assert_close(new.proj_out(h), o.mean((2, 3)).reshape(3, 4), rtol=1e-5, atol=1e-5)
     assert all(torch.equal(v, old.state_dict()[k]) for k, v in script.resize_patch(old.state_dict(), old).items())
+
+
+def test_dit_object_probs_set_the_mix_of_object_counts():
+    """dit_object_probs: the DiT's training prompts come in the asked shares of 1 / 2 / 3 objects (never a
+    held-out triple); () keeps the grammar's sampler, where held-out redraws leave 3-object scenes ~21 %."""
+    from vidrt.world.grammar import is_held_out, parse
+
+    script = _load_script()
+
+    def counts(**changes) -> np.ndarray:
+        _, _, cache = _smoke_cache(script, None, **changes)
+        prompts, _ = cache._submit(cache.buckets[0], 600, np.random.default_rng(3))
+        assert not any(is_held_out(pr) for pr in prompts)
+        return np.bincount([len(parse(pr).objects) for pr in prompts], minlength=4)[1:] / len(prompts)
+
+    only3 = counts(dit_object_probs=(0, 0, 1))
+    assert only3.tolist() == [0.0, 0.0, 1.0]
+    even = counts(dit_object_probs=(1, 1, 1))
+    assert np.abs(even - 1 / 3).max() < 0.06
+    default = counts()
+    assert 0.15 < default[2] < 0.27 and default[0] > 0.38   # the grammar's mix, 3-object scenes the rarest
+    with pytest.raises(SystemExit, match="dit_object_probs"):
+        script.apply_overrides(script.PRESETS["smoke"], ["dit_object_probs=[1, 1]"])
