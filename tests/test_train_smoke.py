@@ -375,6 +375,9 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     causal = script.train_causal(dataclasses_replace(p, causal_steps=10_000), ck, vae, state, 0,
                                  torch.device("cpu"), None, fit_minutes=0.05)
     assert causal["done"] and causal["step"] == causal["steps"] and 6 < causal["steps"] < 10_000
+    # the causal DiT ships without a text encoder: the stage trains the DiT against the frozen one it will run with
+    assert all(torch.equal(causal["ema_text"][k], state["ema_text"][k]) for k in state["ema_text"])
+    assert not all(torch.equal(causal["ema_dit"][k], state["ema_dit"][k]) for k in state["ema_dit"])
     pytest.importorskip("diffusers")
     info = script.export_causal(p, causal, tmp_path / "causal_model")
     assert info["causal_steps_planned"] == causal["steps"] == info["causal_step"]
@@ -560,3 +563,33 @@ def test_dit_object_probs_set_the_mix_of_object_counts():
     assert 0.15 < default[2] < 0.27 and default[0] > 0.38   # the grammar's mix, 3-object scenes the rarest
     with pytest.raises(SystemExit, match="dit_object_probs"):
         script.apply_overrides(script.PRESETS["smoke"], ["dit_object_probs=[1, 1]"])
+
+
+def test_causal_windows_hold_k_context_chunks_cut_as_the_stream_sees_them():
+    """causal_context_chunks: a training window is [sink | k previous | current] with k drawn per batch, the chunks
+    after the sink consecutive and chunk-aligned, their RoPE positions those frames' (plus a gap); (1,) is the
+    three-chunk layout of sessions <= 15."""
+    import dataclasses
+
+    script = _load_script()
+    c = 2
+    for choices, sizes in (((1,), {3}), ((1, 2, 3), {3, 4, 5})):
+        p = dataclasses.replace(script.PRESETS["smoke"], causal_chunk=c, causal_batch=2, causal_context_chunks=choices)
+        cache = script.LongClipCache(p)
+        t_len = 13
+        frame = torch.arange(t_len, dtype=torch.float16).view(1, t_len, 1, 1).expand(4, t_len, 2, 2)
+        cache.items[t_len] = [(frame.clone(), torch.zeros(1, t_len, 2, 2, dtype=torch.float16), "a red circle grows")]
+        rng = np.random.default_rng(0)
+        seen = set()
+        for _ in range(60):
+            z, w, prompts, pos = cache.batch(rng)
+            chunks = z.shape[2] // c
+            seen.add(chunks)
+            assert z.shape[2] == len(pos) == w.shape[2] and z.shape[2] % c == 0
+            src = z[0, 0, :, 0, 0].long().tolist()      # which latent frame each position holds
+            assert src[:c] == list(range(c))            # the sink: the clip's first chunk
+            rest = src[c:]
+            assert rest == list(range(rest[0], rest[0] + len(rest))) and rest[0] % c == 0
+            gap = pos[c] - rest[0]
+            assert gap >= 0 and pos[c:] == [f + gap for f in rest]
+        assert seen == sizes

@@ -238,6 +238,14 @@ class Preset:
     causal_cache: int = 240              # long clips kept (latents); each gives many windows
     causal_warm: int = 48                # long clips encoded before training starts
     causal_new_per_step: float = 0.1     # newly rendered long clips per step (on average)
+    # previous chunks between the sink and the current chunk in a training window, one drawn per batch: (1,) is
+    # [sink | previous | current] (sessions <= 15); (1, 2, 3) also trains the wider KV windows a stream may use.
+    # Context chunks attend to the sink and themselves (the "sinks" commit context the export declares)
+    causal_context_chunks: tuple = (1,)
+    # the causal DiT ships without a text encoder of its own (it runs on the default model's: the 40 MB budget has
+    # no room for a second), so the stage keeps the text encoder frozen; True is sessions <= 15's recipe, which
+    # fine-tuned it beside the DiT and then ran the DiT on the un-tuned one
+    causal_train_text: bool = False
     # generation defaults written to vidrt.json
     gen_height: int = 64
     gen_width: int = 64
@@ -978,8 +986,10 @@ def stage_continues(state: dict, steps: int, fit_minutes: Optional[float]) -> bo
 def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, steps: int, lr: float, warmup: int,
                        seed: int, device: torch.device, cache, warm: Callable[[np.random.Generator], None],
                        step_loss: Callable, init: Optional[dict] = None, max_minutes: Optional[float] = None,
-                       stop_at: Optional[float] = None, fit_minutes: Optional[float] = None) -> dict:
-    """One resumable training stage of the DiT + text encoder (with EMA copies), checkpointed to ``name``.
+                       stop_at: Optional[float] = None, fit_minutes: Optional[float] = None,
+                       train_text: bool = True) -> dict:
+    """One resumable training stage of the DiT + text encoder (with EMA copies), checkpointed to ``name``;
+    ``train_text=False`` keeps the text encoder as ``init`` gave it.
 
     ``init``: a finished stage's state to start from (its EMA weights), else random init. ``warm(rng)`` fills
     the empty data ``cache``; ``step_loss(dit, text, tokenizer, rng)`` adds new data and returns one batch's
@@ -1016,7 +1026,8 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
             logger.info("%s: taken as it is (0 steps on top)", what)
             return state
     ema_dit, ema_text = copy.deepcopy(dit).requires_grad_(False), copy.deepcopy(text).requires_grad_(False)
-    params = list(dit.parameters()) + list(text.parameters())
+    text.requires_grad_(train_text)
+    params = list(dit.parameters()) + (list(text.parameters()) if train_text else [])
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=device.type == "cuda")
     rng = np.random.default_rng(seed)
     step, elapsed0 = 0, 0.0
@@ -1052,7 +1063,7 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
                                                    "init": init.get("init")}}
 
     bar = tqdm(total=steps, initial=step, desc=name.removesuffix(".pt"), unit="step", mininterval=10)
-    dit.train(), text.train()
+    dit.train(), text.train(train_text)
     stopped_early = False
     while step < steps:
         if max_minutes is not None and (elapsed0 + time.time() - t_start) / 60 > max_minutes:
@@ -1196,24 +1207,28 @@ class LongClipCache:
         self.added += 1
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str], list[int]]:
-        """(B, C, 3 chunks, h, w) latents, their loss weights (B, 1, 3 chunks, h, w), prompts, RoPE frame
-        positions (shared by the batch)."""
+        """(B, C, k + 2 chunks, h, w) latents, their loss weights (B, 1, k + 2 chunks, h, w), prompts, RoPE frame
+        positions (shared by the batch); k previous chunks from ``causal_context_chunks``."""
         p, c = self.p, self.p.causal_chunk
-        n = 3 * c
+        k = int(rng.choice(p.causal_context_chunks)) if len(p.causal_context_chunks) > 1 else p.causal_context_chunks[0]
+        n = (k + 2) * c
         lengths = sorted(t for t, v in self.items.items() if t >= n and v)
+        if not lengths:   # no render long enough yet for this many context chunks: the narrowest layout
+            k, n = 1, 3 * c
+            lengths = sorted(t for t, v in self.items.items() if t >= n and v)
         t_len = int(rng.choice(lengths))
         items = self.items[t_len]
         idx = rng.integers(len(items), size=p.causal_batch)
         z = torch.cat([torch.stack([items[i][0] for i in idx]).float(),
                        1.0 + p.dit_fg_weight * torch.stack([items[i][1] for i in idx]).float()], dim=1)
-        starts = list(range(c, t_len - 2 * c + 1, c))   # chunk-aligned, as the stream makes them
-        if t_len == n or rng.random() < 0.25:           # the start of a clip: chunks 0, 1, 2
+        starts = list(range(c, t_len - (k + 1) * c + 1, c))   # chunk-aligned, as the stream makes them
+        if t_len == n or rng.random() < 0.25:           # the start of a clip: chunks 0 .. k + 1
             pos = list(range(n))
-        else:                                            # sink chunk + two consecutive later chunks
+        else:                                            # sink chunk + k + 1 consecutive later chunks
             a = int(rng.choice(starts))
             gap = int(rng.integers(0, max(1, p.causal_max_gap - t_len) + 1)) if rng.random() < 0.5 else 0
-            pos = list(range(c)) + list(range(a + gap, a + gap + 2 * c))
-            z = torch.cat([z[:, :, :c], z[:, :, a:a + 2 * c]], dim=2)
+            pos = list(range(c)) + list(range(a + gap, a + gap + (k + 1) * c))
+            z = torch.cat([z[:, :, :c], z[:, :, a:a + (k + 1) * c]], dim=2)
         if pos == list(range(n)):
             z = z[:, :, :n]
         return z[:, :-1], z[:, -1:], [items[i][2] for i in idx], pos
@@ -1251,12 +1266,14 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
         xt = (1 - sv) * x0 + sv * noise
         ts = (sig * 1000).repeat_interleave(c * frame_tokens, dim=1)            # (B, L) per token
         ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
-        pred = dit(xt, ts, ctx, mask=MaskSpec.block_causal(c * frame_tokens), frame_offset=pos)
+        # context chunks see the sink and themselves, the current chunk everything: the stream's "sinks" commit
+        pred = dit(xt, ts, ctx, mask=MaskSpec.block_causal(c * frame_tokens, sink_chunks=1), frame_offset=pos)
         return weighted_mse(pred, noise - x0, fade_weights(weight, sv, p.dit_fg_noise_power) * (sv > 0).float())
 
     return run_denoiser_stage(p, ck, name="causal.pt", what="causal DiT", steps=p.causal_steps, lr=p.causal_lr,
                               warmup=100, seed=seed + 2, device=device, cache=cache, warm=warm,
-                              step_loss=step_loss, init=dit_state, max_minutes=max_minutes, fit_minutes=fit_minutes)
+                              step_loss=step_loss, init=dit_state, max_minutes=max_minutes, fit_minutes=fit_minutes,
+                              train_text=p.causal_train_text)
 
 
 # ------------------------------------------------------------------------------------------- export
