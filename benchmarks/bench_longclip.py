@@ -177,11 +177,12 @@ CHILDREN = {"stream": child_stream, "compare": child_compare}
 
 
 def drift_table(model: str, prompts: list[str], seconds: float, noises: list[float], gen: dict,
-                commits: Sequence[Optional[str]] = (None,)) -> list[dict]:
+                commits: Sequence[Optional[str]] = (None,), windows: Sequence[Optional[int]] = (None,)) -> list[dict]:
     """Adherence per 5 s window of single-prompt streams, averaged over ``prompts``, for each context-noise
-    level (the sigma at which a finished chunk's keys/values are written) and commit context (what that write
-    attends to; None: the model's). One seed per prompt, the same for every setting: they differ only in what
-    the past looks like to later chunks."""
+    level (the sigma at which a finished chunk's keys/values are written), commit context (what that write
+    attends to; None: the model's) and KV window (latent frames of past chunks kept besides the sinks; None: the
+    stream's default). One seed per prompt, the same for every setting: they differ only in what the past looks
+    like to later chunks."""
     from vidrt.pipeline import Pipeline
     from vidrt.world import score
 
@@ -189,19 +190,25 @@ def drift_table(model: str, prompts: list[str], seconds: float, noises: list[flo
     fps = pipe.defaults.fps
     win = int(round(5 * fps))
     rows = []
-    for noise, commit in [(n, c) for n in noises for c in commits]:
+    for noise, commit, window in [(n, c, w) for n in noises for c in commits for w in windows]:
         commit = commit or pipe.transformer.config.commit_context
         per = []
         for i, prompt in enumerate(prompts):
             frames = np.concatenate([p.frames for p in pipe.stream(prompt, seconds=seconds, context_noise=noise,
-                                                                   commit_context=commit, **{**gen, "seed": i})])
+                                                                   commit_context=commit, window_frames=window,
+                                                                   **{**gen, "seed": i})])
+            if frames.shape[0] < win:
+                raise SystemExit(f"--drift scores 5 s windows, but a {seconds:g} s stream gave {frames.shape[0]} frames "
+                                 f"(fewer than {win}): pass --seconds 6 or more")
             per.append([score(frames[s:s + win], prompt, fps).adherence
                         for s in range(0, frames.shape[0] - win + 1, win)])
         per_arr = np.asarray(per)
-        rows.append({"context_noise": noise, "commit_context": commit, "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
+        rows.append({"context_noise": noise, "commit_context": commit, "window_frames": window,
+                     "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
                      "first_window": float(per_arr[:, 0].mean()), "last_window": float(per_arr[:, -1].mean()),
                      "mean": float(per_arr.mean())})
-        print(f"context noise {noise:g}, commit {commit}: per 5 s {rows[-1]['adherence_per_5s']}", flush=True)
+        print(f"context noise {noise:g}, commit {commit}, window {window or 'default'}: per 5 s "
+              f"{rows[-1]['adherence_per_5s']}", flush=True)
     return rows
 
 
@@ -294,6 +301,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--context-noise", default="0,0.1,0.2", help="--drift: comma list of context-noise sigmas")
     ap.add_argument("--commit-context", default=None,
                     help="--drift: comma list of commit contexts (window, sinks; default: the model's)")
+    ap.add_argument("--window-frames", default=None,
+                    help="--drift: comma list of KV windows in latent frames, whole chunks (default: the stream's)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -347,8 +356,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         gen = dict(height=args.height, width=args.width, steps=args.steps, guidance=args.guidance,
                    max_sequence_length=32)
         commits = args.commit_context.split(",") if args.commit_context else [None]
+        windows = [int(v) for v in args.window_frames.split(",")] if args.window_frames else [None]
         rows = drift_table(str(model), prompts, args.seconds, [float(v) for v in args.context_noise.split(",")], gen,
-                           commits)
+                           commits, windows)
         name = args.name or "longclip_drift"
         res = {"name": name, "model_label": label, "weights": weights, "seconds": args.seconds, "prompts": prompts,
                "steps": args.steps, "guidance": args.guidance, "threads": args.threads, "rows": rows,
@@ -360,10 +370,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                  f"{args.height}x{args.width}, {args.steps} steps, guidance {args.guidance}; adherence of each 5 s "
                  "window averaged over the prompts. Context noise = the sigma at which a finished chunk's keys/values "
                  "are written (`pipe.stream(..., context_noise=)`); commit context = what that write attends to "
-                 "(`commit_context=`: window = sinks + rolling window, sinks = sinks + the chunk itself).", "",
-                 "| context noise | commit context | first 5 s | last 5 s | mean | per 5 s window |",
-                 "|---|---|---|---|---|---|"]
-        lines += [f"| {r['context_noise']:g} | {r['commit_context']} | {r['first_window']:.3f} | {r['last_window']:.3f} | {r['mean']:.3f} | "
+                 "(`commit_context=`: window = sinks + rolling window, sinks = sinks + the chunk itself); KV window = "
+                 "latent frames of past chunks kept besides the sinks (`window_frames=`; default: the stream's).", "",
+                 "| context noise | commit context | KV window (latent frames) | first 5 s | last 5 s | mean | per 5 s window |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['context_noise']:g} | {r['commit_context']} | {r['window_frames'] or 'default'} | "
+                  f"{r['first_window']:.3f} | {r['last_window']:.3f} | {r['mean']:.3f} | "
                   f"{', '.join(f'{v:.2f}' for v in r['adherence_per_5s'])} |" for r in rows]
         (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
