@@ -205,6 +205,7 @@ def drift_table(model: str, prompts: list[str], seconds: float, noises: list[flo
         per_arr = np.asarray(per)
         rows.append({"context_noise": noise, "commit_context": commit, "window_frames": window,
                      "adherence_per_5s": per_arr.mean(0).round(4).tolist(),
+                     "per_prompt": per_arr.mean(1).round(4).tolist(),   # for paired comparisons across runs
                      "first_window": float(per_arr[:, 0].mean()), "last_window": float(per_arr[:, -1].mean()),
                      "mean": float(per_arr.mean())})
         print(f"context noise {noise:g}, commit {commit}, window {window or 'default'}: per 5 s "

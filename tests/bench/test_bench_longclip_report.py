@@ -43,7 +43,8 @@ def test_drift_table_runs_each_kv_window(tmp_path, monkeypatch):
     assert windows == [1, 1, 2, 2]
     res = json.loads((tmp_path / "d.json").read_text())
     assert [r["window_frames"] for r in res["rows"]] == [1, 2]
-    assert all(len(r["adherence_per_5s"]) == 1 for r in res["rows"])
+    assert all(len(r["adherence_per_5s"]) == 1 and len(r["per_prompt"]) == 2 for r in res["rows"])
+    assert all(abs(sum(r["per_prompt"]) / 2 - r["mean"]) < 1e-3 for r in res["rows"])
     md = (tmp_path / "d.md").read_text()
     assert "KV window (latent frames)" in md and "| 0 | window | 1 |" in md and "| 0 | window | 2 |" in md
     # a stream too short for one 5 s window is refused by name, not an IndexError
