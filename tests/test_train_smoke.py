@@ -372,10 +372,10 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     assert not script.stage_continues({**state, "elapsed": 60 * 7.23}, 10_000, 7.2)
     assert script.stage_continues(state, state["step"] + 1, None) and not script.stage_continues(state, 6, None)
     # the causal stage fits its length the same way (--fit-causal-minutes) and the export records that count
-    causal = script.train_causal(dataclasses_replace(p, causal_steps=10_000), ck, vae, state, 0,
-                                 torch.device("cpu"), None, fit_minutes=0.05)
+    causal = script.train_causal(dataclasses_replace(p, causal_steps=10_000, causal_train_text=False), ck, vae, state,
+                                 0, torch.device("cpu"), None, fit_minutes=0.05)
     assert causal["done"] and causal["step"] == causal["steps"] and 6 < causal["steps"] < 10_000
-    # the causal DiT ships without a text encoder: the stage trains the DiT against the frozen one it will run with
+    # causal_train_text=False: the DiT trains against the frozen text encoder it will run with
     assert all(torch.equal(causal["ema_text"][k], state["ema_text"][k]) for k in state["ema_text"])
     assert not all(torch.equal(causal["ema_dit"][k], state["ema_dit"][k]) for k in state["ema_dit"])
     pytest.importorskip("diffusers")
