@@ -69,14 +69,15 @@ def sample(pipe, chunk: list[tuple[int, str]], frames: int, height: int, width: 
     judged on the very same DiT samples in a fraction of the time (the seconds are then the decode's)."""
     files = [latents_dir / f"{frames}x{height}x{width}_{i}.pt" for i, _ in chunk] if latents_dir else []
     t0 = time.perf_counter()
-    if files and all(f.is_file() for f in files):
-        z = torch.cat([torch.load(f, map_location="cpu") for f in files])
-    else:
+    kept = [torch.load(f, map_location="cpu") for f in files if f.is_file()]
+    if files and len(kept) == len(files) and [k["prompt"] for k in kept] == [p for _, p in chunk]:
+        z = torch.cat([k["latents"] for k in kept])
+    else:   # none kept yet, or kept for other prompts (another --prompt list): sample and keep
         noise = torch.cat([initial_latents(pipe, i, frames, height, width) for i, _ in chunk])
         z = pipe([p for _, p in chunk], num_frames=frames, height=height, width=width, latents=noise,
                  progress=False, output="latent", **gen_kwargs).cpu()
-        for f, zi in zip(files, z):
-            torch.save(zi[None].clone(), f)
+        for f, zi, (_, prompt) in zip(files, z, chunk):
+            torch.save({"latents": zi[None].clone(), "prompt": prompt}, f)
     videos = pipe.decode(z)
     return [to_frames(v) for v in videos], time.perf_counter() - t0
 

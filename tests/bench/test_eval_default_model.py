@@ -123,14 +123,18 @@ def test_eval_latents_are_kept_and_decoded_again(tiny_wan, tmp_path, monkeypatch
     main("plain", "--steps", "2")
     main("kept", "--steps", "2", "--latents", str(lat))
     assert sorted(f.name for f in lat.iterdir()) == ["5x32x32_0.pt", "5x32x32_1.pt", "meta.json"]
-    z = torch.load(lat / "5x32x32_0.pt")
+    kept = torch.load(lat / "5x32x32_0.pt")
+    z = kept["latents"]
     assert z.shape[0] == 1 and z.shape[2] == 2      # one sample, 5 frames -> 2 latent frames
-    torch.save(torch.full_like(z, 3.0), lat / "5x32x32_0.pt")
+    torch.save({**kept, "latents": torch.full_like(z, 3.0)}, lat / "5x32x32_0.pt")
     main("again", "--steps", "3", "--latents", str(lat))
     main("resampled", "--steps", "3")
     assert all(np.array_equal(a, b) for a, b in zip(clips["kept"], clips["plain"]))
     assert np.array_equal(clips["again"][1], clips["kept"][1])             # decoded, not re-sampled at 3 steps
     assert not np.array_equal(clips["resampled"][1], clips["kept"][1])     # which would have changed it
     assert not np.array_equal(clips["again"][0], clips["kept"][0])         # the edited file was decoded
+    # latents kept for other prompts are not decoded for these: the run samples (and keeps) its own
+    main("given", "--steps", "2", "--latents", str(lat), "--prompt", "a green square moves up")
+    assert torch.load(lat / "5x32x32_0.pt")["prompt"] == "a green square moves up"
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["latents_from"]["steps"] == 2 and "latents_from" not in json.loads((tmp_path / "kept.json").read_text())
