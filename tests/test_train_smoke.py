@@ -437,6 +437,13 @@ def test_dit_init_starts_a_new_stage_from_an_earlier_one(tmp_path):
     assert info["changed_from_preset"]["dit_steps"] == 3
     more = script.train_dit(p, script.Checkpoints(tmp_path / "c"), vae, 0, torch.device("cpu"), None, None, init=slim)
     assert more["step"] == 3 and not torch.equal(more["ema_dit"]["proj_out.weight"], first["ema_dit"]["proj_out.weight"])
+    assert not all(torch.equal(more["ema_text"][k], first["ema_text"][k]) for k in first["ema_text"])
+    # dit_train_text=False: the DiT continues against the text encoder it started with (the one the shipped causal
+    # DiT runs on), which comes out bit for bit
+    frozen = script.train_dit(dataclasses_replace(p, dit_train_text=False), script.Checkpoints(tmp_path / "f"), vae, 0,
+                              torch.device("cpu"), None, None, init=slim)
+    assert all(torch.equal(frozen["ema_text"][k], first["ema_text"][k]) for k in first["ema_text"])
+    assert not torch.equal(frozen["ema_dit"]["proj_out.weight"], first["ema_dit"]["proj_out.weight"])
     with pytest.raises(SystemExit, match="does not fit this preset's DiT"):
         script.train_dit(dataclasses_replace(p, dit_dim=64), script.Checkpoints(tmp_path / "d"), vae, 0,
                          torch.device("cpu"), None, None, init=slim)

@@ -170,6 +170,9 @@ class Preset:
     # 25 % drawn, ~45 / 34 / 21 % after held-out triples are redrawn, which hits 3-object scenes most). Session 16:
     # the shipped DiT scores 0.71 / 0.47 / 0.34 on 1 / 2 / 3-object held-out clips (a third of the eval each)
     dit_object_probs: tuple = ()
+    # False keeps the text encoder as --dit-init gave it while the DiT trains: a continued DiT then still matches
+    # the shipped causal DiT, which runs on the default model's text encoder (the causal stage need not be redone)
+    dit_train_text: bool = True
     dit_max_batch: int = 32
     cfg_dropout: float = 0.1
     ema_decay: float = 0.998
@@ -1168,7 +1171,8 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
     try:
         return run_denoiser_stage(p, ck, name="dit.pt", what="DiT", steps=p.dit_steps, lr=p.dit_lr, warmup=200,
                                   seed=seed + 1, device=device, cache=cache, warm=warm, step_loss=step_loss,
-                                  max_minutes=max_minutes, stop_at=stop_at, fit_minutes=fit_minutes, init=init)
+                                  max_minutes=max_minutes, stop_at=stop_at, fit_minutes=fit_minutes, init=init,
+                                  train_text=p.dit_train_text)
     finally:
         renderer.close()
 
