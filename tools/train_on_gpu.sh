@@ -30,6 +30,8 @@
 #     WIDE="--set new_clips_per_step=2" ALT="--set new_clips_per_step=2 --set dit_object_probs=[1,2,3]"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
 # (the data-diversity arm it replaces, 8 new clips per step instead of 2, is the one after it)
+# (session 17, CPU: the same object mix with 63 % image batches, 85 min from the shipped DiT, scored -0.038 +- 0.016 on
+# clips and +-0 on images: more multi-object images alone do not teach binding; the GPU arm keeps the clip-heavy mix)
 # (535 s of wall time at FIT_MIN 8: ~25 s start-up, 8 min of training, ~10 s to save; 573 s of device time with the
 # machine's start. One call is all a 15-minute lease holds: the 64 MB the call brings back take longer to arrive than
 # the 30 s the machine stays warm, so a second call finds it bare and every arm starts over -- session 13 lost its
