@@ -600,3 +600,35 @@ def test_causal_windows_hold_k_context_chunks_cut_as_the_stream_sees_them():
             gap = pos[c] - rest[0]
             assert gap >= 0 and pos[c:] == [f + gap for f in rest]
         assert seen == sizes
+
+
+def test_anchored_encoder_decoder_phase_keeps_latents_near_the_base(tmp_path):
+    """vae_encoder_anchor > 0: the decoder phase trains the encoder too, pulled to the base encoder's latents
+    (the latent statistics, hence every latent a DiT learnt, stay the base's); a strong anchor drifts far less
+    than a negligible one, and 0 keeps the encoder frozen."""
+    import dataclasses
+
+    script = _load_script()
+    dev = torch.device("cpu")
+    base_p = dataclasses.replace(script.PRESETS["smoke"], vae_temporal_steps=0, vae_decoder_steps=12,
+                                 vae_long_steps=0, vae_smooth_steps=0, checkpoint_minutes=0)
+    ck0 = script.Checkpoints(tmp_path / "base")
+    base = script.train_encoder(base_p, ck0, 0, dev, None)
+    x = script.render_clip("a red circle moves right on a gray background", 5, 32, 32, 3)[None]
+    with torch.no_grad():
+        z0 = base.encode_distribution(x).mean
+    std = torch.tensor(base.config.latents_std).view(1, -1, 1, 1, 1)
+    drift = {}
+    for weight in (0.0, 1e-6, 1e3):
+        ck = script.Checkpoints(tmp_path / f"w{weight}")
+        ck.save("vae.pt", ck0.load("vae.pt"))
+        p = dataclasses.replace(base_p, vae_encoder_anchor=weight)
+        vae = script.train_decoder(p, ck, 0, dev, None)
+        assert vae.config.latents_std == base.config.latents_std
+        with torch.no_grad():
+            drift[weight] = float(((vae.encode_distribution(x).mean - z0) / std).pow(2).mean().sqrt())
+        dec = ck.load("vae_decoder.pt")
+        assert dec["done"] and dec["latent_stats"] == ck0.load("vae.pt")["latent_stats"]
+    assert drift[0.0] == 0.0                       # frozen encoder: the very same latents
+    assert drift[1e-6] > 0 and drift[1e3] > 0       # anchored: the encoder trains too
+    assert drift[1e3] < 0.5 * drift[1e-6], drift

@@ -145,6 +145,11 @@ class Preset:
     # render (vae_batch). Session 16: 17-frame clips (a whole motion in 1 s) reconstructed at 26.8 dB against
     # 29.1 for 33 frames; no phase of the shipped VAE saw their speed. 0 keeps earlier runs' data unchanged
     vae_own_render_share: float = 0.0
+    # decoder phases: > 0 trains the encoder too, anchored to the base encoder's latents with this weight on
+    # the mean square drift in units of the latent std (the latent statistics stay the base's). Session 18: the
+    # frozen encoder bounds clip reconstruction (17-frame clips 26.8 dB, frames 1-4 worst); an anchored encoder
+    # may pack more detail while every latent a DiT learnt keeps its meaning. 0 = encoder frozen (as shipped)
+    vae_encoder_anchor: float = 0.0
     vae_temporal_lr: float = 2e-4
     vae_temporal_base: str = "vae.pt"
     vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
@@ -637,7 +642,8 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     and recomputes the latent statistics. Decoder phases start from the previous phase's finished checkpoint
     (the first from the encoder's, ``encoder_checkpoint``) with the encoder frozen: every latent the DiT trains
     on stays the same, so they run beside the DiT stage (``--stage decoder``) and the export takes the newest
-    decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``)."""
+    decoder. ``decoder_long`` trains on long windows (``vae_long_buckets``). With ``vae_encoder_anchor`` > 0 the
+    decoder phases train the encoder too, held near the base encoder's latents (statistics kept)."""
     name, what, seed_offset = VAE_PHASES[phase]
     base_name = phase_base(p, phase)
     decoder_only = phase.startswith("decoder")
@@ -646,9 +652,10 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     buckets = {"temporal": p.vae_temporal_buckets, "decoder_long": p.vae_long_buckets,
                "decoder_smooth": p.vae_smooth_buckets}.get(phase, p.vae_buckets)
     base_lr = p.vae_temporal_lr if phase == "temporal" else p.vae_lr
+    anchored = decoder_only and p.vae_encoder_anchor > 0
     torch.manual_seed(seed)
     vae = make_vae(p).to(device)
-    stats = None
+    stats, anchor = None, None
     if base_name is not None:
         base = ck.load(base_name)
         if base is None or not base.get("done"):
@@ -658,10 +665,17 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         vae.load_state_dict(base["model"])
         if decoder_only:  # the encoder, hence the latents and their statistics, stay those of the base
             stats = base["latent_stats"]
-            vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
+            if anchored:  # ... or near them: a frozen copy of the base encoder gives the anchor latents
+                anchor = make_vae(p).to(device)
+                anchor.load_state_dict(base["model"])
+                anchor.eval().requires_grad_(False)
+            else:
+                vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
     if p.vae_frame_local:
         part = vae if p.vae_decoder_frame_local or not decoder_only else vae.encoder
         logger.info("%s: frame-local convs (%d restricted to their own frame)", what, frame_local_(part))
+        if anchor is not None:
+            frame_local_(anchor)
     params = [x for x in vae.parameters() if x.requires_grad]
     opt = torch.optim.AdamW(params, lr=base_lr, betas=(0.9, 0.999), weight_decay=0.0)
     rng = np.random.default_rng(seed + seed_offset)
@@ -682,7 +696,9 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     logger.info("%s: %s, %.2fM trained parameters, %d steps", what, vae.config, n_params / 1e6, total)
     t_start, t_ckpt = time.time(), time.time()
     elapsed0 = state.get("elapsed", 0.0) if state else 0.0
-    run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
+    run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "drift": 0.0, "n": 0}
+    if anchor is not None:
+        lat_std = torch.tensor(stats["latents_std"], device=device).view(1, -1, 1, 1, 1)
 
     def snapshot(done: bool, extra: Optional[dict] = None) -> dict:
         s = {"model": vae.state_dict(), "opt": opt.state_dict(), "rng": rng_state(rng), "step": step, "done": done,
@@ -703,7 +719,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         for g in opt.param_groups:
             g["lr"] = lr_at(step, total, base_lr, warmup=50)
         x = vae_batch(buckets, rng, p.vae_own_render_share if decoder_only else 0.0).to(device)
-        with torch.set_grad_enabled(not decoder_only):
+        with torch.set_grad_enabled(not decoder_only or anchored):
             dist = vae_moments(vae, x)
         # decode the mean (the DiT trains on and samples the mode): sampling z from the initial std ~ 1 would
         # bury the signal in noise for thousands of steps; the small KL keeps the latent scale bounded
@@ -718,22 +734,30 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
         mse = weighted_mse(y, x, w)
         kl = 0.5 * (dist.mean.pow(2) + dist.std.pow(2) - 1 - dist.logvar).mean()
         loss = l1 + mse + (0.0 if decoder_only else p.vae_kl * kl)
+        drift = torch.zeros(())
+        if anchor is not None:  # mean square latent drift from the base encoder, in latent std units
+            with torch.no_grad():
+                z_base = vae_moments(anchor, x).mean
+            drift = ((dist.mean - z_base) / lat_std).pow(2).mean()
+            loss = loss + p.vae_encoder_anchor * drift
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
         bar.update()
-        for k, v in (("l1", l1), ("mse", mse), ("kl", kl)):
+        for k, v in (("l1", l1), ("mse", mse), ("kl", kl), ("drift", drift)):
             run[k] += float(v.detach())
         run["n"] += 1
         if step % p.log_every == 0 or step == total:
             n = run.pop("n")
             rmse = math.sqrt(run["mse"] / n)
-            logger.info("%s step %d (%.1f min): l1 %.4f mse %.5f (~%.1f dB, object-weighted) kl %.2f lr %.2e", what,
-                        step, (elapsed0 + time.time() - t_start) / 60, run["l1"] / n, run["mse"] / n,
-                        20 * math.log10(2 / max(rmse, 1e-8)), run["kl"] / n, opt.param_groups[0]["lr"])
-            run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "n": 0}
+            logger.info("%s step %d (%.1f min): l1 %.4f mse %.5f (~%.1f dB, object-weighted) kl %.2f%s lr %.2e",
+                        what, step, (elapsed0 + time.time() - t_start) / 60, run["l1"] / n, run["mse"] / n,
+                        20 * math.log10(2 / max(rmse, 1e-8)), run["kl"] / n,
+                        f" latent drift {math.sqrt(run['drift'] / n):.3f} std" if anchor is not None else "",
+                        opt.param_groups[0]["lr"])
+            run = {"l1": 0.0, "mse": 0.0, "kl": 0.0, "drift": 0.0, "n": 0}
         if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
             ck.save(name, snapshot(False))
             t_ckpt = time.time()
@@ -1520,7 +1544,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "decoder (alias decoder-long): only the decoder fine-tune phases (encoder frozen), to run "
                          "in a second process beside the DiT stages")
     ap.add_argument("--vae-decoder-steps", type=int, default=None)
-    ap.add_argument("--decoder-max-minutes", type=float, default=None, help="pause the decoder fine-tune after this long")
+    ap.add_argument("--decoder-max-minutes", type=float, default=None, help="stop the decoder fine-tune after this long (the phase ends there, marked finished: its learning-rate schedule is cut short)")
     ap.add_argument("--causal-steps", type=int, default=None, help="causal-variant fine-tune steps (0: skip)")
     ap.add_argument("--causal-max-minutes", type=float, default=None, help="pause the causal fine-tune after this long")
     ap.add_argument("--causal-out", type=Path, default=None,
