@@ -62,6 +62,17 @@ def test_long_text_truncates_with_warning(pipe, caplog):
     assert any("truncated" in r.message for r in caplog.records)
 
 
+def test_unknown_words_warn_naming_them(pipe, caplog):
+    with caplog.at_level(logging.WARNING):
+        pipe("a red circle moves sideways", num_frames=1, **SMALL)
+    msgs = [r.message for r in caplog.records if "vocabulary" in r.message]
+    assert len(msgs) == 1 and "'sideways'" in msgs[0] and "'red'" not in msgs[0] and "grammar" in msgs[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        pipe("a red circle moves right", num_frames=1, **SMALL)
+    assert not [r for r in caplog.records if "vocabulary" in r.message]
+
+
 def test_cli_reports_errors_without_traceback(tiny_wan, capsys):
     rc = cli_main(["generate", "a red circle", "--model", str(tiny_wan), "--frames", "6", "--steps", "1",
                    "--height", "32", "--width", "32"])

@@ -52,6 +52,7 @@ class TextEncoder:
             if len(ids) > max_length:
                 logger.warning("prompt has %d tokens, more than the text encoder's limit of %d; truncated "
                                "(shorten the prompt to keep all of it): %.60s...", len(ids), max_length, p)
+            self._warn_unknown_words(p, ids)
         tok = self.tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
                              add_special_tokens=True, return_attention_mask=True, return_tensors="pt")
         ids, mask = tok.input_ids.to(self.device), tok.attention_mask.to(self.device)
@@ -59,6 +60,22 @@ class TextEncoder:
         lens = mask.gt(0).sum(1)
         keep = torch.arange(max_length, device=self.device)[None, :] < lens[:, None]
         return hidden * keep[..., None].to(hidden.dtype)
+
+    def _warn_unknown_words(self, prompt: str, ids: Sequence[int]) -> None:
+        """Words the tokenizer maps to its unknown token carry no meaning for the model: say which (a word-level
+        vocabulary such as the embedded model's knows only its grammar, so a typo would silently be ignored)."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is None or unk not in ids:
+            return
+        try:
+            spans = self.tokenizer(prompt, return_offsets_mapping=True)["offset_mapping"]
+            words = sorted({prompt[a:b] for i, (a, b) in zip(ids, spans) if i == unk and b > a})
+        except (NotImplementedError, TypeError, ValueError, KeyError):  # slow tokenizers give no offsets
+            words = []
+        named = ", ".join(repr(w) for w in words) if words else f"{list(ids).count(unk)} token(s)"
+        logger.warning("prompt words not in the tokenizer's vocabulary: %s; they are encoded as the unknown token "
+                       "and mean nothing to the model (the embedded default model knows only the vidrt.world "
+                       "prompt grammar, README 'Prompt grammar'): %.60s", named, prompt)
 
 
 def build_word_tokenizer(words: Sequence[str], model_max_length: int = 512):
