@@ -146,9 +146,9 @@ class Preset:
     # 29.1 for 33 frames; no phase of the shipped VAE saw their speed. 0 keeps earlier runs' data unchanged
     vae_own_render_share: float = 0.0
     # decoder phases: > 0 trains the encoder too, anchored to the base encoder's latents with this weight on
-    # the mean square drift in units of the latent std (the latent statistics stay the base's). Session 18: the
-    # frozen encoder bounds clip reconstruction (17-frame clips 26.8 dB, frames 1-4 worst); an anchored encoder
-    # may pack more detail while every latent a DiT learnt keeps its meaning. 0 = encoder frozen (as shipped).
+    # the mean square drift in units of the latent std (the latent statistics stay the base's), so every latent
+    # a DiT learnt keeps its meaning. Session 18 asked whether the frozen encoder bounds clip reconstruction
+    # (17-frame clips 26.8 dB, frames 1-4 worst). 0 = encoder frozen (as shipped).
     # Measured (benchmarks/results/vae_encoder_anchor.md): at 1.0, lr 2e-5, 3 000 steps, +0.1 dB over the decoder
     # alone (clips +0.2-0.5 dB in all), adherence unchanged: the 1.47 M VAE has no headroom left, so it stays off
     vae_encoder_anchor: float = 0.0
