@@ -204,7 +204,10 @@ def test_set_overrides_are_typed_and_recorded():
     full = script.PRESETS["full"]
     p = script.apply_overrides(full, ["dit_dim=192", "gen_guidance=2", "dit_buckets=[[1, 64, 64, 1]]"])
     assert (p.dit_dim, p.gen_guidance, p.dit_buckets) == (192, 2.0, ((1, 64, 64, 1),))
-    for bad, msg in (("dit_dim=abc", "takes a int"), ("nope=1", "expected FIELD=VALUE"), ("dit_dim", "expected")):
+    assert script.apply_overrides(full, ["vae_decoder_base_dim=16"]).vae_decoder_base_dim == 16   # Optional[int]
+    assert script.apply_overrides(full, ["vae_decoder_base_dim=null"]).vae_decoder_base_dim is None
+    for bad, msg in (("dit_dim=abc", "takes a int"), ("nope=1", "expected FIELD=VALUE"), ("dit_dim", "expected"),
+                     ("vae_decoder_base_dim=wide", "takes a Optional")):
         with pytest.raises(SystemExit, match=msg):
             script.apply_overrides(full, [bad])
     # dit_prompts: training prompts only, checked once when the preset is built
@@ -632,3 +635,44 @@ def test_anchored_encoder_decoder_phase_keeps_latents_near_the_base(tmp_path):
     assert drift[0.0] == 0.0                       # frozen encoder: the very same latents
     assert drift[1e-6] > 0 and drift[1e3] > 0       # anchored: the encoder trains too
     assert drift[1e3] < 0.5 * drift[1e-6], drift
+
+
+def test_wider_decoder_phase_keeps_the_encoder_and_exports(tmp_path):
+    """vae_decoder_base_dim: a decoder phase on a base VAE of another decoder width keeps the base's encoder (its
+    latents bit for bit) and trains a fresh decoder of the new width; the export records decoder_base_dim and loads
+    in vidrt and diffusers alike."""
+    import dataclasses
+
+    pytest.importorskip("diffusers")
+    import vidrt
+    from diffusers import AutoencoderKLWan
+
+    script = _load_script()
+    dev = torch.device("cpu")
+    base_p = dataclasses.replace(script.PRESETS["smoke"], vae_temporal_steps=0, vae_decoder_steps=4,
+                                 vae_long_steps=0, vae_smooth_steps=0, checkpoint_minutes=0)
+    ck = script.Checkpoints(tmp_path / "w")
+    base = script.train_encoder(base_p, ck, 0, dev, None)
+    wide_p = dataclasses.replace(base_p, vae_decoder_base_dim=2 * base_p.vae_base_dim)
+    wide = script.train_decoder(wide_p, ck, 0, dev, None)
+    b, w = base.state_dict(), wide.state_dict()
+    enc = [k for k in b if k.startswith(("encoder.", "quant_conv."))]
+    assert enc and all(torch.equal(b[k], w[k]) for k in enc)
+    assert w["decoder.conv_in.weight"].shape[0] == 2 * b["decoder.conv_in.weight"].shape[0]
+    x = script.render_clip("a red circle moves right on a gray background", 5, 32, 32, 3)[None]
+    y = wide.decode(wide.encode(x))
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    # the script's export writes it, vidrt and diffusers load it and decode alike
+    dit_p = dataclasses.replace(wide_p, dit_steps=1, causal_steps=0)
+    assert script.main(["--preset", "smoke", "--workdir", str(ck.dir), "--out", str(tmp_path / "m"),
+                        "--set", f"vae_decoder_base_dim={wide_p.vae_decoder_base_dim}", "--set", "vae_temporal_steps=0",
+                        "--set", "vae_long_steps=0", "--set", "vae_smooth_steps=0", "--vae-decoder-steps", "4",
+                        "--dit-steps", str(dit_p.dit_steps), "--causal-steps", "0"]) == 0
+    cfg = json.loads((tmp_path / "m" / "vae" / "config.json").read_text())
+    assert cfg["decoder_base_dim"] == wide_p.vae_decoder_base_dim
+    ours = vidrt.Pipeline.from_pretrained(tmp_path / "m").vae
+    theirs = AutoencoderKLWan.from_pretrained(str(tmp_path / "m" / "vae"))
+    z = ours.encode(x)
+    with torch.no_grad():
+        ref = theirs.decode(z, return_dict=False)[0]
+    assert (ours.decode(z) - ref.clamp(-1, 1)).abs().max() < 1e-4

@@ -152,6 +152,10 @@ class Preset:
     # Measured (benchmarks/results/vae_encoder_anchor.md): at 1.0, lr 2e-5, 3 000 steps, +0.1 dB over the decoder
     # alone (clips +0.2-0.5 dB in all), adherence unchanged: the 1.47 M VAE has no headroom left, so it stays off
     vae_encoder_anchor: float = 0.0
+    # the decoder's width (None: vae_base_dim). A decoder phase whose base has another decoder width keeps the base's
+    # encoder (so its latents) and starts a fresh decoder of this width: does a wider decoder find more in the same
+    # latents? (session 18; the package budget allows ~base 16 in fp16, docs/default_model.md)
+    vae_decoder_base_dim: Optional[int] = None
     vae_temporal_lr: float = 2e-4
     vae_temporal_base: str = "vae.pt"
     vae_temporal_buckets: tuple = ((65, 64, 64, 32, 1, 2), (33, 64, 64, 32, 2, 2), (17, 64, 64, 32, 2, 1),
@@ -457,10 +461,27 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def make_vae(p: Preset) -> WanVAE:
     cfg = VAEConfig(base_dim=p.vae_base_dim, z_dim=p.vae_z_dim, dim_mult=p.vae_dim_mult, num_res_blocks=1,
                     temperal_downsample=(False, True, True)[: len(p.vae_dim_mult) - 1],
-                    latents_mean=(0.0,) * p.vae_z_dim, latents_std=(1.0,) * p.vae_z_dim)
+                    latents_mean=(0.0,) * p.vae_z_dim, latents_std=(1.0,) * p.vae_z_dim,
+                    decoder_base_dim=p.vae_decoder_base_dim)
     vae = WanVAE(cfg)
     init_vae_(vae)
     return vae
+
+
+def load_vae_weights(vae: WanVAE, state: dict) -> bool:
+    """Load a VAE state dict; when only the decoder's shapes differ (``vae_decoder_base_dim``), load everything
+    but the decoder, which keeps its fresh initialisation. Returns whether the decoder was loaded."""
+    own = vae.state_dict()
+    if all(k in own and own[k].shape == v.shape for k, v in state.items() if k.startswith("decoder.")):
+        vae.load_state_dict(state)
+        return True
+    missing, unexpected = vae.load_state_dict({k: v for k, v in state.items() if not k.startswith("decoder.")},
+                                              strict=False)
+    if unexpected or any(not k.startswith("decoder.") for k in missing):
+        raise RuntimeError(f"VAE weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    logger.info("VAE: the stored decoder has another width; encoder loaded, decoder of width %s starts fresh",
+                vae.config.decoder_base_dim)
+    return False
 
 
 def frame_local_(vae: torch.nn.Module) -> int:
@@ -664,12 +685,12 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
             base = ck.load(name)  # resuming or finished: the phase's own checkpoint stands in for its base
         if base is None:
             raise SystemExit(f"{what}: needs a finished earlier stage in {ck.dir} ({base_name} with done=True)")
-        vae.load_state_dict(base["model"])
+        load_vae_weights(vae, base["model"])
         if decoder_only:  # the encoder, hence the latents and their statistics, stay those of the base
             stats = base["latent_stats"]
             if anchored:  # ... or near them: a frozen copy of the base encoder gives the anchor latents
                 anchor = make_vae(p).to(device)
-                anchor.load_state_dict(base["model"])
+                load_vae_weights(anchor, base["model"])
                 anchor.eval().requires_grad_(False)
             else:
                 vae.encoder.requires_grad_(False), vae.quant_conv.requires_grad_(False)
@@ -684,7 +705,7 @@ def train_vae(p: Preset, ck: Checkpoints, seed: int, device: torch.device, max_m
     step = 0
     state = ck.load(name)
     if state is not None:
-        vae.load_state_dict(state["model"])
+        load_vae_weights(vae, state["model"])
         stats = state.get("latent_stats", stats)
         if state.get("done"):
             vae.config = dataclasses.replace(vae.config, **stats)
@@ -1354,7 +1375,8 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     d_vae = AutoencoderKLWan(base_dim=vc.base_dim, z_dim=vc.z_dim, dim_mult=list(vc.dim_mult),
                              num_res_blocks=vc.num_res_blocks, attn_scales=[],
                              temperal_downsample=list(vc.temperal_downsample),
-                             latents_mean=list(vc.latents_mean), latents_std=list(vc.latents_std))
+                             latents_mean=list(vc.latents_mean), latents_std=list(vc.latents_std),
+                             decoder_base_dim=vc.decoder_base_dim)
     d_vae.load_state_dict(vae.state_dict(), strict=True)
     d_dit = diffusers_dit(p, dit_state)
     te = make_text_encoder(p, len(tokenizer))
@@ -1421,7 +1443,7 @@ def write_vae_from_export(folder: Path, p: Preset, ck: Checkpoints) -> None:
         raise SystemExit(f"--vae-from {folder}: not an exported default-model folder ({e})") from None
     vae = make_vae(p)
     try:
-        vae.load_state_dict(model)
+        load_vae_weights(vae, model)
     except RuntimeError as e:
         raise SystemExit(f"--vae-from {folder}: its VAE does not fit this preset's ({str(e).splitlines()[0][:200]})") from None
     names = {VAE_PHASES["vae"][0], encoder_checkpoint(p)}
@@ -1497,8 +1519,13 @@ def apply_overrides(p: Preset, items: list[str]) -> Preset:
             value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
         elif isinstance(default, float) and isinstance(value, int):
             value = float(value)
-        if type(value) is not type(default):
-            raise SystemExit(f"--set {item!r}: {key} takes a {type(default).__name__}, got {raw!r}")
+        if default is None:  # an Optional field: null or a value of the annotated type
+            ok = value is None or type(value).__name__ in str(fields[key].type)
+        else:
+            ok = type(value) is type(default)
+        if not ok:
+            want = fields[key].type if default is None else type(default).__name__
+            raise SystemExit(f"--set {item!r}: {key} takes a {want}, got {raw!r}")
         changes[key] = value
     p = dataclasses.replace(p, **changes)
     probs = p.dit_object_probs
@@ -1610,7 +1637,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                          encoder_checkpoint(p))
             return 2
         vae = make_vae(p)
-        vae.load_state_dict(vstate["model"])
+        load_vae_weights(vae, vstate["model"])
         for dname in (VAE_PHASES["decoder_smooth"][0], VAE_PHASES["decoder_long"][0], VAE_PHASES["decoder"][0]):
             dec = ck.load(dname)
             if dec is not None:  # the newest decoder (the encoder, hence the latents, is the VAE stage's)
