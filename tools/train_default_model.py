@@ -472,15 +472,15 @@ def load_vae_weights(vae: WanVAE, state: dict) -> bool:
     """Load a VAE state dict; when only the decoder's shapes differ (``vae_decoder_base_dim``), load everything
     but the decoder, which keeps its fresh initialisation. Returns whether the decoder was loaded."""
     own = vae.state_dict()
-    if all(k in own and own[k].shape == v.shape for k, v in state.items() if k.startswith("decoder.")):
+    if all(k in state and state[k].shape == v.shape for k, v in own.items() if k.startswith("decoder.")):
         vae.load_state_dict(state)
         return True
     missing, unexpected = vae.load_state_dict({k: v for k, v in state.items() if not k.startswith("decoder.")},
                                               strict=False)
     if unexpected or any(not k.startswith("decoder.") for k in missing):
         raise RuntimeError(f"VAE weights do not fit: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    logger.info("VAE: the stored decoder has another width; encoder loaded, decoder of width %s starts fresh",
-                vae.config.decoder_base_dim)
+    logger.info("VAE: no stored decoder of this width; encoder loaded, decoder of width %s starts fresh",
+                vae.config.decoder_base_dim or vae.config.base_dim)
     return False
 
 
