@@ -605,6 +605,14 @@ def test_causal_windows_hold_k_context_chunks_cut_as_the_stream_sees_them():
         assert seen == sizes
 
 
+def _vae_then_decoder_preset(script, decoder_steps: int):
+    """The smoke preset cut to its VAE stage and one decoder phase (no long-window, blend or temporal phases)."""
+    import dataclasses
+
+    return dataclasses.replace(script.PRESETS["smoke"], vae_temporal_steps=0, vae_decoder_steps=decoder_steps,
+                               vae_long_steps=0, vae_smooth_steps=0, checkpoint_minutes=0)
+
+
 def test_anchored_encoder_decoder_phase_keeps_latents_near_the_base(tmp_path):
     """vae_encoder_anchor > 0: the decoder phase trains the encoder too, pulled to the base encoder's latents
     (the latent statistics, hence every latent a DiT learnt, stay the base's); a strong anchor drifts far less
@@ -613,8 +621,7 @@ def test_anchored_encoder_decoder_phase_keeps_latents_near_the_base(tmp_path):
 
     script = _load_script()
     dev = torch.device("cpu")
-    base_p = dataclasses.replace(script.PRESETS["smoke"], vae_temporal_steps=0, vae_decoder_steps=12,
-                                 vae_long_steps=0, vae_smooth_steps=0, checkpoint_minutes=0)
+    base_p = _vae_then_decoder_preset(script, decoder_steps=12)
     ck0 = script.Checkpoints(tmp_path / "base")
     base = script.train_encoder(base_p, ck0, 0, dev, None)
     x = script.render_clip("a red circle moves right on a gray background", 5, 32, 32, 3)[None]
@@ -649,8 +656,7 @@ def test_wider_decoder_phase_keeps_the_encoder_and_exports(tmp_path):
 
     script = _load_script()
     dev = torch.device("cpu")
-    base_p = dataclasses.replace(script.PRESETS["smoke"], vae_temporal_steps=0, vae_decoder_steps=4,
-                                 vae_long_steps=0, vae_smooth_steps=0, checkpoint_minutes=0)
+    base_p = _vae_then_decoder_preset(script, decoder_steps=4)
     ck = script.Checkpoints(tmp_path / "w")
     base = script.train_encoder(base_p, ck, 0, dev, None)
     wide_p = dataclasses.replace(base_p, vae_decoder_base_dim=2 * base_p.vae_base_dim)
