@@ -1574,7 +1574,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                          "decoder (alias decoder-long): only the decoder fine-tune phases (encoder frozen), to run "
                          "in a second process beside the DiT stages")
     ap.add_argument("--vae-decoder-steps", type=int, default=None)
-    ap.add_argument("--decoder-max-minutes", type=float, default=None, help="stop the decoder fine-tune after this long (the phase ends there, marked finished: its learning-rate schedule is cut short)")
+    ap.add_argument("--decoder-max-minutes", type=float, default=None,
+                    help="stop the decoder fine-tune after this long (the phase ends there, marked finished: its "
+                         "learning-rate schedule is cut short)")
     ap.add_argument("--causal-steps", type=int, default=None, help="causal-variant fine-tune steps (0: skip)")
     ap.add_argument("--causal-max-minutes", type=float, default=None, help="pause the causal fine-tune after this long")
     ap.add_argument("--causal-out", type=Path, default=None,
