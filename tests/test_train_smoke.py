@@ -681,3 +681,59 @@ def test_wider_decoder_phase_keeps_the_encoder_and_exports(tmp_path):
     with torch.no_grad():
         ref = theirs.decode(z, return_dict=False)[0]
     assert (ours.decode(z) - ref.clamp(-1, 1)).abs().max() < 1e-4
+
+
+def test_recycled_context_is_the_models_own_estimate_and_leaves_other_chunks_alone():
+    """causal_recycle: clean context chunks picked for recycling become x_s - s * v (the DiT's one-step estimate
+    from noise level s in causal_recycle_sigma, told to the DiT as their timestep), noisy chunks keep their noise
+    level in that forward, unpicked chunks come back bit-identical, and the DiT's train mode is restored."""
+    script = _load_script()
+    from vidrt.attention import MaskSpec
+
+    class Fake(torch.nn.Module):
+        def forward(self, x, ts, ctx, mask=None, frame_offset=None):
+            self.seen = (x.clone(), ts.clone(), self.training)
+            return torch.full_like(x, 0.5)
+
+    c, frame_tokens, b = 2, 4, 3
+    xt = torch.randn(b, 4, 3 * c, 2, 2)
+    sig = torch.tensor([[0.0, 0.0, 0.7], [0.0, 0.4, 0.9], [0.0, 0.0, 0.3]])
+    recycled = torch.tensor([[True, True, False], [True, False, False], [False, False, False]])
+    dit = Fake().train()
+    out = script.recycle_context(dit, xt, sig, recycled, torch.zeros(b, 5, 8), MaskSpec.block_causal(c * frame_tokens,
+                                 sink_chunks=1), list(range(3 * c)), c, frame_tokens, (0.2, 0.8),
+                                 np.random.default_rng(0))
+    xs, ts, training = dit.seen
+    assert not training and dit.training
+    ts = ts.view(b, 3, c * frame_tokens)
+    assert (ts == ts[:, :, :1]).all()                      # one timestep per chunk
+    s = ts[:, :, 0] / 1000
+    for i in range(b):
+        for k in range(3):
+            got, was = out[i, :, k * c:(k + 1) * c], xt[i, :, k * c:(k + 1) * c]
+            if recycled[i, k]:
+                assert 0.2 <= float(s[i, k]) <= 0.8
+                assert torch.allclose(got, xs[i, :, k * c:(k + 1) * c] - s[i, k] * 0.5, atol=1e-6)
+                # the noised input really is (1 - s) x0 + s noise: its distance from x0 grows with s
+                assert not torch.allclose(xs[i, :, k * c:(k + 1) * c], was)
+            else:
+                assert torch.equal(got, was) and abs(float(s[i, k]) - float(sig[i, k])) < 1e-6
+    # nothing picked: no forward at all, the input returned as is
+    dit.seen = None
+    same = script.recycle_context(dit, xt, sig, torch.zeros_like(recycled), None, None, [], c, frame_tokens,
+                                  (0.2, 0.8), np.random.default_rng(0))
+    assert same is xt and dit.seen is None
+
+
+def test_causal_stage_trains_with_recycled_context(tmp_path):
+    """causal_recycle=1 runs end to end on the smoke preset (every clean context chunk recycled each step) and
+    moves the DiT; the recipe is recorded in the stage's preset."""
+    script = _load_script()
+    renderer = script.Renderer(0)
+    p, vae, _ = _smoke_cache(script, renderer)
+    ck = script.Checkpoints(tmp_path)
+    state = script.train_dit(p, ck, vae, 0, torch.device("cpu"), None, None)
+    q = dataclasses_replace(p, causal_steps=3, causal_recycle=1.0)
+    causal = script.train_causal(q, ck, vae, state, 0, torch.device("cpu"), None)
+    assert causal["done"] and causal["step"] == 3 and causal["preset"]["causal_recycle"] == 1.0
+    assert not all(torch.equal(causal["ema_dit"][k], state["ema_dit"][k]) for k in state["ema_dit"])

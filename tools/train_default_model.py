@@ -263,6 +263,13 @@ class Preset:
     # causal_context_chunks [1, 2, 3], 564 steps instead of 840) streamed -0.037 +- 0.031 below the shipped causal DiT
     # (8 prompts x 30 s): not better, so the default stays the shipped recipe
     causal_train_text: bool = True
+    # error recycling (exposure bias; cf. Stable Video Infinity's error-recycling fine-tune): the share of samples
+    # whose clean context chunks (sink and previous, timestep 0 as the stream commits them) are replaced by the
+    # DiT's own one-step estimate of them from noise level s ~ U(causal_recycle_sigma), computed without gradient
+    # by the model in training. A stream's past is the model's own imperfect output; trained only on true
+    # context, the DiT learns to continue errors, not to correct them. The current chunk's target stays the truth
+    causal_recycle: float = 0.0
+    causal_recycle_sigma: tuple = (0.2, 0.8)
     # generation defaults written to vidrt.json
     gen_height: int = 64
     gen_width: int = 64
@@ -1288,6 +1295,32 @@ class LongClipCache:
         return z[:, :-1], z[:, -1:], [items[i][2] for i in idx], pos
 
 
+@torch.no_grad()
+def recycle_context(dit, xt: torch.Tensor, sig: torch.Tensor, recycled: torch.Tensor, ctx: torch.Tensor, mask,
+                    pos: list[int], c: int, frame_tokens: int, sigma: tuple,
+                    rng: np.random.Generator) -> torch.Tensor:
+    """``xt`` (noise levels ``sig``, (B, chunks)) with the clean chunks marked in ``recycled`` replaced by the
+    DiT's own one-step estimate of them (x0 = x_s - s * v at a noise level s ~ U(sigma) per chunk): the imperfect
+    past a stream's later chunks see. Other chunks are returned unchanged."""
+    if not bool(recycled.any()):
+        return xt
+    b, _, t = xt.shape[:3]
+    lo, hi = sigma
+    s = torch.from_numpy(rng.uniform(lo, hi, size=recycled.shape)).float().to(xt.device) * recycled
+    sv = s.repeat_interleave(c, dim=1).view(b, 1, t, 1, 1)
+    # recycled chunks hold clean latents (timestep 0), so x_s = (1 - s) x0 + s noise needs no other term
+    xs = (1 - sv) * xt + sv * torch.randn_like(xt)
+    # the chunks not recycled keep the noise levels they train at (a recycled chunk sees the sink: if the sink
+    # is noisy, the estimate's forward must be told so); the current chunk's output is not used
+    ts = (torch.where(recycled, s, sig) * 1000).repeat_interleave(c * frame_tokens, dim=1)
+    was_training = dit.training
+    dit.eval()
+    v = dit(xs, ts, ctx, mask=mask, frame_offset=pos)
+    dit.train(was_training)
+    rv = recycled.float().repeat_interleave(c, dim=1).view(b, 1, t, 1, 1)
+    return rv * (xs - sv * v.float()) + (1 - rv) * xt
+
+
 def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed: int, device: torch.device,
                  max_minutes: Optional[float], fit_minutes: Optional[float] = None) -> dict:
     """Block-causal fine-tune of the DiT (diffusion forcing: an independent noise level per chunk, clean
@@ -1321,7 +1354,12 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
         ts = (sig * 1000).repeat_interleave(c * frame_tokens, dim=1)            # (B, L) per token
         ctx = encode_text(tokenizer, text, prompts, p.max_text_len)
         # context chunks see the sink and themselves, the current chunk everything: the stream's "sinks" commit
-        pred = dit(xt, ts, ctx, mask=MaskSpec.block_causal(c * frame_tokens, sink_chunks=1), frame_offset=pos)
+        mask = MaskSpec.block_causal(c * frame_tokens, sink_chunks=1)
+        if p.causal_recycle > 0:
+            recycled = clean & (torch.rand(b, 1) < p.causal_recycle)
+            xt = recycle_context(dit, xt, sig, recycled.to(device), ctx.detach(), mask, pos, c, frame_tokens,
+                                 p.causal_recycle_sigma, rng)
+        pred = dit(xt, ts, ctx, mask=mask, frame_offset=pos)
         return weighted_mse(pred, noise - x0, fade_weights(weight, sv, p.dit_fg_noise_power) * (sv > 0).float())
 
     return run_denoiser_stage(p, ck, name="causal.pt", what="causal DiT", steps=p.causal_steps, lr=p.causal_lr,
