@@ -269,7 +269,7 @@ class Preset:
     # by the model in training. A stream's past is the model's own imperfect output; trained only on true
     # context, the DiT learns to continue errors, not to correct them. The current chunk's target stays the truth.
     # Session 20 (0.5, 750 steps, benchmarks/results/causal_recycle.md): no clear gain over the same recipe without
-    # it (8 prompts x 60 s mean -0.010 +- 0.035; 16 x 30 s +0.031 +- 0.021 vs the shipped one), so it stays off
+    # it (8 prompts x 60 s mean -0.010 +- 0.035; 16 x 30 s +0.045 +- 0.026), so it stays off
     causal_recycle: float = 0.0
     causal_recycle_sigma: tuple = (0.2, 0.8)
     # generation defaults written to vidrt.json
