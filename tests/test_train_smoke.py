@@ -714,7 +714,7 @@ def test_recycled_context_is_the_models_own_estimate_and_leaves_other_chunks_alo
             if recycled[i, k]:
                 assert 0.2 <= float(s[i, k]) <= 0.8
                 assert torch.allclose(got, xs[i, :, k * c:(k + 1) * c] - s[i, k] * 0.5, atol=1e-6)
-                # the noised input really is (1 - s) x0 + s noise: its distance from x0 grows with s
+                # the estimate's input was noised, not the clean chunk itself
                 assert not torch.allclose(xs[i, :, k * c:(k + 1) * c], was)
             else:
                 assert torch.equal(got, was) and abs(float(s[i, k]) - float(sig[i, k])) < 1e-6

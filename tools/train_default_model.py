@@ -1359,7 +1359,7 @@ def train_causal(p: Preset, ck: Checkpoints, vae: WanVAE, dit_state: dict, seed:
         mask = MaskSpec.block_causal(c * frame_tokens, sink_chunks=1)
         if p.causal_recycle > 0:
             recycled = clean & (torch.rand(b, 1) < p.causal_recycle)
-            xt = recycle_context(dit, xt, sig, recycled.to(device), ctx.detach(), mask, pos, c, frame_tokens,
+            xt = recycle_context(dit, xt, sig, recycled.to(device), ctx, mask, pos, c, frame_tokens,
                                  p.causal_recycle_sigma, rng)
         pred = dit(xt, ts, ctx, mask=mask, frame_offset=pos)
         return weighted_mse(pred, noise - x0, fade_weights(weight, sv, p.dit_fg_noise_power) * (sv > 0).float())
