@@ -737,3 +737,33 @@ def test_causal_stage_trains_with_recycled_context(tmp_path):
     causal = script.train_causal(q, ck, vae, state, 0, torch.device("cpu"), None)
     assert causal["done"] and causal["step"] == 3 and causal["preset"]["causal_recycle"] == 1.0
     assert not all(torch.equal(causal["ema_dit"][k], state["ema_dit"][k]) for k in state["ema_dit"])
+
+
+def test_dit_init_into_a_deeper_dit_computes_the_same_and_trains_the_added_blocks():
+    """--dit-init from a 3-block DiT into a 5-block one: the old blocks keep their order (spread to 0, 2, 4), the
+    added blocks start as the identity, so the grown DiT's output is the old one's; one backward pass reaches the
+    added blocks' output projections."""
+    script = _load_script()
+    from vidrt.models.dit import DiTConfig, WanDiT
+
+    cfg = dict(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=8, freq_dim=8,
+               ffn_dim=16, patch_size=(1, 2, 2))
+    torch.manual_seed(0)
+    old, new = WanDiT(DiTConfig(num_layers=3, **cfg)), WanDiT(DiTConfig(num_layers=5, **cfg))
+    for prm in old.parameters():   # no zero-init output layer left: the check below must see every block's effect
+        prm.data.normal_(0, 0.3)
+    state = script.grow_depth(old.state_dict(), new)
+    new.load_state_dict(state)
+    assert torch.equal(state["blocks.2.attn1.to_q.weight"], old.state_dict()["blocks.1.attn1.to_q.weight"])
+    assert torch.equal(state["blocks.4.ffn.net.2.weight"], old.state_dict()["blocks.2.ffn.net.2.weight"])
+    assert not state["blocks.1.attn1.to_q.weight"].eq(0).all() and state["blocks.3.ffn.net.2.weight"].eq(0).all()
+    x, t, ctx = torch.randn(1, 4, 3, 4, 6), torch.tensor([400.0]), torch.randn(1, 5, 8)
+    ref = old(x, t, ctx)
+    out = new(x, t, ctx)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert ref.abs().mean() > 0.1 and (ref - WanDiT(DiTConfig(num_layers=3, **cfg))(x, t, ctx)).abs().mean() > 0.1
+    out.square().mean().backward()
+    for j in (1, 3):
+        blk = new.blocks[j]
+        assert blk.attn1.to_out[0].weight.grad.abs().sum() > 0 and blk.ffn.net[2].weight.grad.abs().sum() > 0
+    assert all(torch.equal(v, old.state_dict()[k]) for k, v in script.grow_depth(old.state_dict(), old).items())

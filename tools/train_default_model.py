@@ -562,6 +562,34 @@ def resize_patch(state: dict, dit: WanDiT) -> dict:
     return state
 
 
+def grow_depth(state: dict, dit: WanDiT) -> dict:
+    """A DiT state with fewer blocks than ``dit``, made to start it (--dit-init into a deeper ``dit_layers``): the
+    old blocks keep their order, spread evenly over the new depth, and each added block starts as the identity
+    (its self-attention, cross-attention and feed-forward output projections zero, the rest freshly initialised).
+    The grown DiT computes what the state did; training then gives the added blocks their say (the zero output
+    projections get gradients from the first step, the rest from the second)."""
+    old = 1 + max((int(k.split(".")[1]) for k in state if k.startswith("blocks.")), default=-1)
+    new = len(dit.blocks)
+    if old == 0 or old >= new:
+        return state   # nothing to grow (fewer blocks in the DiT: load_state_dict names the mismatch)
+    at = [round(i * (new - 1) / (old - 1)) for i in range(old)] if old > 1 else [0]
+    logger.info("DiT grown from %d to %d blocks (the old ones at %s; the added ones start as the identity)",
+                old, new, at)
+    fresh = dit.state_dict()
+    grown = {k: v for k, v in state.items() if not k.startswith("blocks.")}
+    for j in range(new):
+        prefix = f"blocks.{j}."
+        if j in at:
+            src = f"blocks.{at.index(j)}."
+            grown.update({prefix + k[len(src):]: v for k, v in state.items() if k.startswith(src)})
+            continue
+        for k, v in fresh.items():
+            if k.startswith(prefix):
+                zero = k[len(prefix):].rsplit(".", 1)[0] in ("attn1.to_out.0", "attn2.to_out.0", "ffn.net.2")
+                grown[k] = torch.zeros_like(v) if zero else v.clone()
+    return grown
+
+
 def make_tokenizer(p: Preset):
     return build_word_tokenizer(vocabulary(), model_max_length=p.max_text_len)
 
@@ -1069,7 +1097,8 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
     text = make_text_encoder(p, len(tokenizer)).to(device)
     if init is not None:
         try:
-            dit.load_state_dict(resize_patch(init["ema_dit"], dit)), text.load_state_dict(init["ema_text"])
+            dit.load_state_dict(grow_depth(resize_patch(init["ema_dit"], dit), dit))
+            text.load_state_dict(init["ema_text"])
         except (KeyError, RuntimeError) as e:
             raise SystemExit(f"{what}: the starting checkpoint does not fit this preset's DiT / text encoder "
                              f"({str(e).splitlines()[0][:200]}); pass the --set flags of the run that made it") from None
