@@ -28,19 +28,25 @@
 # +0.008 +- 0.019, images -0.006 / -0.003, shape +-0.01; the loss is flat over the 8 minutes), so 8-minute
 # continuations of this 8-layer DiT are spent (lease gains +0.13, +0.05, +0.02, 0). Single-object images score 0.87
 # against the VAE's 0.89; two- and three-object scenes 0.61 / 0.51 against 0.92 / 0.96 (duplicated objects, colours
-# on the wrong shape). The next call tests capacity, the lever of sessions 7 and 11: the shipped DiT grown to 12
-# (wide) and 16 (alt) blocks, each added block starting as the identity (grow_depth: --dit-init into a deeper
-# dit_layers), so both arms start at the shipped model and only the added depth is new; the baseline is the shipped
-# model itself (two leases of controls: +0.018, -0.008). Expect ~4.5 / ~3.3 steps/s. Judge by the full eval's
-# by_objects split and shape column as well as the mean. (Shipping 12 blocks takes the package to ~53 MB with the
-# causal DiT: tests/test_errors.py's 40 MB budget would have to move, or the causal DiT be stored smaller.)
+# on the wrong shape). Session 21's probe (tools/probe_text_binding.py, benchmarks/results/text_binding.md) says
+# why: the jointly trained text encoder does not bind (a linear probe reads a 3-object prompt's colours from its
+# shape words 17 % of the time, chance 12.5 %, an untrained encoder 33-49 %), and the DiT's cross-attention sees the
+# word states without their order. The next call tests the two levers, each alone against the shipped model (two
+# leases of controls: +0.018, -0.008): wide, the binding loss on the text encoder (text_bind_weight=1.0: on the CPU
+# 0.1 bound too slowly to tell, 708 steps); alt, capacity -- the shipped DiT grown to 12 blocks (grow_depth:
+# --dit-init into a deeper dit_layers; the added blocks start as the identity, so the arm starts at the shipped
+# model). Judge by the full eval's by_objects split and shape column as well as the mean, and probe each arm's
+# encoder. (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget
+# would have to move, or the causal DiT be stored smaller.)
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16 --set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default \
-#     WIDE="--set new_clips_per_step=2 --set dit_layers=12" ALT="--set new_clips_per_step=2 --set dit_layers=16"
+#     WIDE="--set new_clips_per_step=2 --set dit_layers=8 --set text_bind_weight=1.0" \
+#     ALT="--set new_clips_per_step=2 --set dit_layers=12"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
-# (checked on the CPU in session 21: DEVICE=cpu, dit_tokens_per_batch=1024, cache_warm=2, FIT_MIN 0.5: both arms
-# grow, train and come back as 2 + 3 parts, 56 MB with the DiTs in fp16)
+# (checked on the CPU in session 21: DEVICE=cpu, dit_tokens_per_batch=1024, cache_warm=2, FIT_MIN 0.5, arms of 12
+# and 16 blocks: both grow, train and come back as 2 + 3 parts, 56 MB with the DiTs in fp16; the binding loss ran
+# 708 CPU steps in benchmarks/results/text_binding.md)
 # (session 21's call: P1 with dit_layers=8, WIDE="--set new_clips_per_step=2", ALT with dit_t_mean=-0.5 instead;
 # session 19's had ALT's dit_object_probs=[1,2,3]; session 16's replaced a data-diversity arm, 8 new clips per step
 # instead of 2)
