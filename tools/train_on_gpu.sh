@@ -28,8 +28,8 @@
 # +0.008 +- 0.019, images -0.006 / -0.003, shape +-0.01; the loss is flat over the 8 minutes), so 8-minute
 # continuations of this 8-layer DiT are spent (lease gains +0.13, +0.05, +0.02, 0). Single-object images score 0.87
 # against the VAE's 0.89; two- and three-object scenes 0.61 / 0.51 against 0.92 / 0.96 (duplicated objects, colours
-# on the wrong shape). Session 21's probe (tools/probe_text_binding.py, benchmarks/results/text_binding.md) says
-# why: the jointly trained text encoder does not bind (a linear probe reads a 3-object prompt's colours from its
+# on the wrong shape). Session 21's probe (tools/probe_text_binding.py, benchmarks/results/text_binding.md) points to
+# a cause: the jointly trained text encoder does not bind (a linear probe reads a 3-object prompt's colours from its
 # shape words 17 % of the time, chance 12.5 %, an untrained encoder 33-49 %), and the DiT's cross-attention sees the
 # word states without their order. The next call tests the two levers, each alone against the shipped model (two
 # leases of controls: +0.018, -0.008): wide, the binding loss on the text encoder (text_bind_weight=1.0: on the CPU
