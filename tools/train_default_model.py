@@ -1189,6 +1189,7 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
 
     t_start, t_ckpt = time.time(), time.time()
     run_loss, run_n = torch.zeros((), device=device), 0   # summed on the device: no host sync per step
+    run_gnorm = torch.zeros((), device=device)           # the gradient norm before clipping, likewise
     step0, t_fit = step, None
 
     def snapshot(done: bool) -> dict:
@@ -1216,7 +1217,7 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
         loss = step_loss(dit, text, tokenizer, rng)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        run_gnorm += torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         decay = min(p.ema_decay, (1 + step) / (10 + step))
         ema_update(ema_dit, dit, decay), ema_update(ema_text, text, decay)
@@ -1239,10 +1240,10 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
                 bar.total = steps
                 logger.info("%s: %.1f steps/s -> %d steps in all to end at %.1f min", what, rate, steps, fit_minutes)
         if step % p.log_every == 0 or step == steps:
-            logger.info("%s step %d (%.1f min): loss %.4f lr %.2e, %d clips cached (%d encoded)", what, step,
-                        (elapsed0 + time.time() - t_start) / 60, float(run_loss) / run_n,
-                        opt.param_groups[0]["lr"], len(cache), cache.added)
-            run_loss, run_n = torch.zeros((), device=device), 0
+            logger.info("%s step %d (%.1f min): loss %.4f lr %.2e grad norm %.3f (clipped at 1), %d clips cached "
+                        "(%d encoded)", what, step, (elapsed0 + time.time() - t_start) / 60, float(run_loss) / run_n,
+                        opt.param_groups[0]["lr"], float(run_gnorm) / run_n, len(cache), cache.added)
+            run_loss, run_gnorm, run_n = torch.zeros((), device=device), torch.zeros((), device=device), 0
         if p.checkpoint_minutes and time.time() - t_ckpt > 60 * p.checkpoint_minutes:
             ck.save(name, snapshot(False))
             t_ckpt = time.time()
