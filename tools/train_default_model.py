@@ -53,7 +53,7 @@ from vidrt.models.dit import DiTConfig, WanDiT
 from vidrt.models.text import build_word_tokenizer, clean_prompt
 from vidrt.models.vae import LatentDistribution, TemporalCache, VAEConfig, WanVAE
 from vidrt.errors import PromptError
-from vidrt.world.grammar import held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
+from vidrt.world.grammar import _ARTICLES, held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
 from vidrt.video import from_frames
 from vidrt.world.render import render
 
@@ -611,9 +611,6 @@ def make_text_encoder(p: Preset, vocab_size: int):
     return UMT5EncoderModel(cfg)
 
 
-_ARTICLES = ("a", "an", "the")
-
-
 def binding_targets(prompt: str) -> list[tuple[int, tuple[str, str, str]]]:
     """(word position, its object's colour, shape and motion key word) for each word of each object phrase of a
     prompt (the background phrase and 'and' belong to none); the motion's key word is its last ('left',
@@ -622,8 +619,7 @@ def binding_targets(prompt: str) -> list[tuple[int, tuple[str, str, str]]]:
     objects = iter(parse(prompt).objects) if words else iter(())
     out, current = [], None
     for i, w in enumerate(words):
-        if w in _ARTICLES and i + 1 < len(words) and words[i + 1] not in ("background",) and (
-                i == 0 or words[i - 1] == "and"):
+        if w in _ARTICLES and (i == 0 or words[i - 1] == "and"):   # an object phrase starts
             o = next(objects, None)
             current = None if o is None else (o.color, o.shape, o.motion.split()[-1])
         elif w in ("and", "on"):
