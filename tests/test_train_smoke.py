@@ -174,6 +174,26 @@ def test_dit_stage_trains_with_frame_noise(tmp_path):
     assert all(torch.isfinite(v).all() for v in state["ema_dit"].values())
 
 
+def test_binding_loss_clips_the_dit_and_the_text_encoder_each_on_its_own(tmp_path, monkeypatch):
+    """Without the binding loss one gradient clip covers the DiT and the text encoder; with it each is clipped on
+    its own, so the binding loss cannot set the DiT's clip factor."""
+    script = _load_script()
+    seen = []
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda params, *a, **k: seen.append(sum(x.numel() for x in params)) or clip(params, *a, **k))
+    calls = {}
+    for w in (0.0, 1.0):
+        seen.clear()
+        p, vae, _ = _smoke_cache(script, None, dit_steps=2, text_bind_weight=w, dit_buckets=((1, 32, 32, 1),))
+        state = script.train_dit(p, script.Checkpoints(tmp_path / f"w{w}"), vae, 0, torch.device("cpu"), None, None)
+        assert state["step"] == 2
+        calls[w] = list(seen)
+    n_dit, n_text = calls[1.0][:2]   # parameters seen by each clip: the DiT's, then the text encoder's
+    assert calls[1.0] == [n_dit, n_text] * 2 and n_dit > n_text > 0
+    assert calls[0.0] == [n_dit + n_text] * 2
+
+
 def test_blend_latents_pairs_latent_and_frame_blends():
     """The decoder's blend phase: a blended latent's target is the same blend of the frames (same partner, same
     weight); latent noise leaves the target alone; a batch of one is refused."""
