@@ -36,9 +36,9 @@
 # 0.1 bound too slowly to tell, 708 steps); alt, capacity -- the shipped DiT grown to 12 blocks (grow_depth:
 # --dit-init into a deeper dit_layers; the added blocks start as the identity, so the arm starts at the shipped
 # model). Judge by the full eval's by_objects split and shape column as well as the mean, and probe each arm's
-# encoder. (Weight 1.0 and the global clip at 1: measured on the CPU, the DiT's gradient norm is ~0.35 and the
-# binding loss's ~1.1 at first, so the DiT's first updates are scaled by ~0.84 until the binding loss falls; the
-# log's "grad norm" shows it.) (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget
+# encoder. (With the binding loss on, the DiT and the text encoder are clipped each on its own since session 22,
+# which also found, from scratch on the CPU over two seeds, that a fully bound encoder -- probe 1.00 -- buys shape
+# +0.07 +- 0.03 but adherence only +0.02 +- 0.02 on images: judge the alt arm, capacity, as the likelier lever.) (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget
 # would have to move, or the causal DiT be stored smaller.)
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16 --set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
