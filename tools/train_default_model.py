@@ -53,7 +53,7 @@ from vidrt.models.dit import DiTConfig, WanDiT
 from vidrt.models.text import build_word_tokenizer, clean_prompt
 from vidrt.models.vae import LatentDistribution, TemporalCache, VAEConfig, WanVAE
 from vidrt.errors import PromptError
-from vidrt.world.grammar import _ARTICLES, held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
+from vidrt.world.grammar import ARTICLES, held_out_prompts, is_held_out, parse, sample_train_prompt, vocabulary
 from vidrt.video import from_frames
 from vidrt.world.render import render
 
@@ -619,7 +619,7 @@ def binding_targets(prompt: str) -> list[tuple[int, tuple[str, str, str]]]:
     objects = iter(parse(prompt).objects) if words else iter(())
     out, current = [], None
     for i, w in enumerate(words):
-        if w in _ARTICLES and (i == 0 or words[i - 1] == "and"):   # an object phrase starts
+        if w in ARTICLES and (i == 0 or words[i - 1] == "and"):   # an object phrase starts
             o = next(objects, None)
             current = None if o is None else (o.color, o.shape, o.motion.split()[-1])
         elif w in ("and", "on"):

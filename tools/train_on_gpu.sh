@@ -38,8 +38,9 @@
 # model). Judge by the full eval's by_objects split and shape column as well as the mean, and probe each arm's
 # encoder. (With the binding loss on, the DiT and the text encoder are clipped each on its own since session 22,
 # which also found, from scratch on the CPU over two seeds, that a fully bound encoder -- probe 1.00 -- buys shape
-# +0.07 +- 0.03 but adherence only +0.02 +- 0.02 on images: judge the alt arm, capacity, as the likelier lever.) (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget
-# would have to move, or the causal DiT be stored smaller.)
+# +0.07 +- 0.03 but adherence only +0.02 +- 0.02 on images: judge the alt arm, capacity, as the likelier lever.)
+# (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget would have
+# to move, or the causal DiT be stored smaller.)
 #   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_ffn=768 \
 #     --set export_dit_dtype=fp16 --set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
 #   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default \

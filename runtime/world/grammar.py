@@ -55,7 +55,7 @@ MOTIONS: tuple[str, ...] = ("moves left", "moves right", "moves up", "moves down
                             "stays still", "grows", "shrinks")
 MAX_OBJECTS = 3
 
-_ARTICLES = ("a", "an", "the")
+ARTICLES = ("a", "an", "the")
 _DIRECTIONS = ("left", "right", "up", "down")
 _SYNONYMS = {"grey": "gray"}
 
@@ -152,7 +152,7 @@ def tokenize(prompt: str) -> list[str]:
 
 def vocabulary() -> list[str]:
     """Every word the grammar accepts (sorted), for building a word-level tokenizer."""
-    words = set(_ARTICLES) | {"and", "on", "to", "background", "moves", "bounces", "stays", "still",
+    words = set(ARTICLES) | {"and", "on", "to", "background", "moves", "bounces", "stays", "still",
                               "grows", "shrinks"}
     words |= set(COLORS) | set(BACKGROUNDS) | set(SHAPES) | set(_DIRECTIONS) | set(_SYNONYMS)
     return sorted(words)
@@ -202,14 +202,14 @@ class _Parser:
             raise _error("empty prompt")
         objects = []
         while True:
-            article = self.take(_ARTICLES, "an object ('a', 'an' or 'the')")
+            article = self.take(ARTICLES, "an object ('a', 'an' or 'the')")
             color = self.take(COLORS, "an object colour")
             shape = self.take(SHAPES, "a shape")
             objects.append(ObjectSpec(color, shape, self.motion(), ref=article == "the"))
             if self.peek() == "and":
                 self.i += 1
                 continue
-            if self.peek() in _ARTICLES:
+            if self.peek() in ARTICLES:
                 continue
             break
         background, given = DEFAULT_BACKGROUND, False
