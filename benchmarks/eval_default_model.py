@@ -250,8 +250,12 @@ def paired_difference(base: dict, other: dict, criteria: Sequence[str] = ("adher
     return rows
 
 
-def paired_markdown(rows: list[dict], base_name: str, other_name: str) -> str:
-    crit = list(dict.fromkeys(k for r in rows for k in r if k not in ("size", "prompts")))
+def paired_markdown(rows: list[dict], base_name: str, other_name: str,
+                    criteria: Optional[Sequence[str]] = None) -> str:
+    """``paired_difference``'s rows as a table, columns in ``criteria``'s order (default: as first met)."""
+    found = {k for r in rows for k in r if k not in ("size", "prompts")}
+    crit = [k for k in criteria if k in found] if criteria else []
+    crit += [k for k in dict.fromkeys(k for r in rows for k in r if k not in ("size", "prompts")) if k not in crit]
     lines = [f"Paired difference, {other_name} minus {base_name} (same prompts and seeds; +- one standard error)", "",
              "| size | prompts | " + " | ".join(crit) + " |", "|---|---|" + "---|" * len(crit)]
     for r in rows:
@@ -297,7 +301,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         base, other = (json.loads(f.read_text()) for f in args.compare)
         # a results file keeps its stem; the default stem names nothing, so its folder does
         base_name, other_name = (str(f.parent) if f.stem == "default_model" else f.stem for f in args.compare)
-        print(paired_markdown(paired_difference(base, other, args.criteria.split(",")), base_name, other_name), end="")
+        crit = args.criteria.split(",")
+        print(paired_markdown(paired_difference(base, other, crit), base_name, other_name, crit), end="")
         return 0
     for p in args.prompt:
         parse(p)  # a prompt outside the grammar fails here (PromptError listing the grammar), before any model loads

@@ -90,6 +90,15 @@ def test_paired_difference_of_two_results(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| 33x64x64 | 4 | 0.550 -> 0.650 (+0.100 +- 0.041) | 0.275 -> 0.325 (+0.050 +- 0.020) |" in out
     assert "| 1x64x64 | 4 | 0.550 -> 0.650 (+0.100 +- 0.041) | - |" in out
+    # columns follow --criteria even when the first size (an image) lacks one of them
+    images_first = {"configs": result(a)["configs"][::-1]}
+    (tmp_path / "c.json").write_text(json.dumps(images_first))
+    (tmp_path / "d.json").write_text(json.dumps({"configs": result(b)["configs"][::-1]}))
+    assert ev.main(["--compare", str(tmp_path / "c.json"), str(tmp_path / "d.json"), "--criteria",
+                    "motion,adherence"]) == 0
+    out = capsys.readouterr().out
+    assert "| size | prompts | motion | adherence |" in out
+    assert "| 1x64x64 | 4 | - | 0.550 -> 0.650 (+0.100 +- 0.041) |" in out
     with pytest.raises(SystemExit, match="different prompts"):
         ev.paired_difference(result(a), result(b, prompts=("p0", "p1", "p2", "x")))
 
