@@ -31,28 +31,33 @@
 # on the wrong shape). Session 21's probe (tools/probe_text_binding.py, benchmarks/results/text_binding.md) points to
 # a cause: the jointly trained text encoder does not bind (a linear probe reads a 3-object prompt's colours from its
 # shape words 17 % of the time, chance 12.5 %, an untrained encoder 33-49 %), and the DiT's cross-attention sees the
-# word states without their order. The next call tests the two levers, each alone against the shipped model (two
-# leases of controls: +0.018, -0.008): wide, the binding loss on the text encoder (text_bind_weight=1.0: on the CPU
-# 0.1 bound too slowly to tell, 708 steps); alt, capacity -- the shipped DiT grown to 12 blocks (grow_depth:
-# --dit-init into a deeper dit_layers; the added blocks start as the identity, so the arm starts at the shipped
-# model). Judge by the full eval's by_objects split and shape column as well as the mean, and probe each arm's
-# encoder. (With the binding loss on, the DiT and the text encoder are clipped each on its own since session 22,
-# which also found, from scratch on the CPU over two seeds, that a fully bound encoder -- probe 1.00 -- buys shape
-# +0.07 +- 0.03 but adherence only +0.02 +- 0.02 on images: judge the alt arm, capacity, as the likelier lever.)
-# (Shipping 12 blocks takes the package to ~53 MB with the causal DiT: tests/test_errors.py's 40 MB budget would have
-# to move, or the causal DiT be stored smaller.)
-#   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_ffn=768 \
-#     --set export_dit_dtype=fp16 --set dit_lr=3e-4 --set dit_tokens_per_batch=36864"
-#   export EXTRA="$P1" INIT=runtime/assets/default ALT_INIT=runtime/assets/default \
-#     WIDE="--set new_clips_per_step=2 --set dit_layers=8 --set text_bind_weight=1.0" \
-#     ALT="--set new_clips_per_step=2 --set dit_layers=12"
+# word states without their order. Session 23 tested the two levers, each alone against the shipped model, 8 minutes
+# each: the binding loss on the text encoder (text_bind_weight=1.0) binds it completely (probe 1.00) and buys shape
+# (+0.07 on clips and images) but loses clean (-0.02 / -0.07); the DiT grown to 12 blocks (grow_depth: the added
+# blocks start as the identity) buys clean (+0.07 / +0.04) and loses a little shape; adherence moved in neither
+# (+0.002 / +0.005 on clips, benchmarks/results/gpu_training_h100.md). The next call combines them without paying
+# for the binding again: both arms continue session 23's bound arm, carried in tools/carry/s23_bound -- wide grown
+# to 12 blocks, alt a plain 8-block continuation (does clean come back with time alone?); the binding loss stays on
+# in both (keeps the encoder bound; free at inference). Judge each against the shipped model AND against the
+# carried one (benchmarks/results/gpu_s23_bind.json) with --compare, by the shape and clean columns and the
+# by-objects split as well as the mean, and probe each arm's encoder.
+# (Shipping 12 blocks takes the package to ~54 MB with a 12-block causal DiT in fp16, 30.6 MB for the base model
+# alone: tests/test_errors.py's 40 MB budget holds only if the causal DiT is stored smaller, e.g. int8 weights
+# with one scale per row -- the int8 weight-only mode scores 36.6 dB PSNR against fp32 at equal adherence,
+# benchmarks/results/compare_cpu_default.md -- and the VAE in fp16: ~39.6 MB.)
+#   P1="--set dit_patch=1 --set dit_dim=256 --set dit_heads=4 --set dit_ffn=768 --set export_dit_dtype=fp16 \
+#     --set dit_lr=3e-4 --set dit_tokens_per_batch=36864 --set new_clips_per_step=2 --set text_bind_weight=1.0"
+#   export EXTRA="$P1" INIT=tools/carry/s23_bound ALT_INIT=tools/carry/s23_bound \
+#     WIDE="--set dit_layers=12" ALT="--set dit_layers=8"
 #   tools/train_on_gpu.sh runtime/assets/default $OUT 8
-# (checked on the CPU in session 21: DEVICE=cpu, dit_tokens_per_batch=1024, cache_warm=2, FIT_MIN 0.5, arms of 12
-# and 16 blocks: both grow, train and come back as 2 + 3 parts, 56 MB with the DiTs in fp16; the binding loss ran
-# 708 CPU steps in benchmarks/results/text_binding.md)
-# (session 21's call: P1 with dit_layers=8, WIDE="--set new_clips_per_step=2", ALT with dit_t_mean=-0.5 instead;
-# session 19's had ALT's dit_object_probs=[1,2,3]; session 16's replaced a data-diversity arm, 8 new clips per step
-# instead of 2)
+# (checked on the CPU in session 23: DEVICE=cpu with dit_tokens_per_batch=1024 and cache_warm=2 in P1, FIT_MIN 0.5:
+# wide grows the carried DiT from 8 to 12 blocks, both start from its step 2 630 and come back as 2 + 2 parts,
+# 41 MB; clear /tmp/work_wide and /tmp/work_alt first on a machine that ran an earlier check, or the arms resume it;
+# the carried folder takes the working tree the call sends to 58.9 MB of the device tool's 64 MiB)
+# (session 23's call: INIT and ALT_INIT runtime/assets/default, P1 without the last two flags, WIDE="--set
+# new_clips_per_step=2 --set dit_layers=8 --set text_bind_weight=1.0", ALT="--set new_clips_per_step=2 --set
+# dit_layers=12"; session 21's: ALT with dit_t_mean=-0.5 instead; session 19's had ALT's dit_object_probs=[1,2,3];
+# session 16's replaced a data-diversity arm, 8 new clips per step instead of 2)
 # (session 17, CPU: the same object mix with 63 % image batches, 85 min from the shipped DiT, scored -0.038 +- 0.016 on
 # clips and +-0 on images: more multi-object images alone do not teach binding; the GPU arm keeps the clip-heavy mix)
 # (535 s of wall time at FIT_MIN 8: ~25 s start-up, 8 min of training, ~10 s to save; 573 s of device time with the
