@@ -404,6 +404,20 @@ def test_fit_dit_minutes_sets_the_stage_length_from_measured_speed(tmp_path, mon
     pytest.importorskip("diffusers")
     info = script.export_causal(p, causal, tmp_path / "causal_model")
     assert info["causal_steps_planned"] == causal["steps"] == info["causal_step"]
+    # export_causal_dtype=int8: the block linears stored as int8 rows (vidrt.quant.storage); vidrt reads back the
+    # dequantized weights with the causal config kept
+    from vidrt.checkpoints.load import load_transformer
+    from vidrt.quant import dequantize, quantize_int8
+
+    assert script.export_causal(dataclasses_replace(p, export_causal_dtype="int8"), causal,
+                                tmp_path / "causal_int8")["stored_as"] == "int8"
+    a, b = (load_transformer(tmp_path / d / "transformer") for d in ("causal_model", "causal_int8"))
+    assert b.config.num_frame_per_block == a.config.num_frame_per_block == p.causal_chunk
+    w = a.blocks[0].attn1.to_q.weight
+    assert torch.equal(b.blocks[0].attn1.to_q.weight, dequantize(*quantize_int8(w)))
+    assert not torch.equal(b.blocks[0].attn1.to_q.weight, w)
+    with pytest.raises(SystemExit, match="export_causal_dtype='int4'"):
+        script.export_causal(dataclasses_replace(p, export_causal_dtype="int4"), causal, tmp_path / "x")
     slim = {k: saved[k] for k in ("ema_dit", "ema_text", "step", "steps", "done", "elapsed", "preset")}
     torch.save(slim, tmp_path / "dit.pt")
     # --preset-from: the stripped checkpoint (what a GPU arm brings back) carries its whole recipe, with the fitted

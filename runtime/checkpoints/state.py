@@ -2,7 +2,8 @@
 
 Safetensors are memory-mapped and read tensor by tensor (single files or sharded with an
 index json); .pth files only through ``torch.load(weights_only=True, mmap=True)`` so no
-arbitrary object is ever unpickled.
+arbitrary object is ever unpickled. Weights stored as int8 rows with a ``<name>_scale`` companion
+(``vidrt.quant.storage``: half an fp16 file) read back as fp32 ``q * scale``.
 """
 from __future__ import annotations
 
@@ -21,8 +22,14 @@ logger = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 
 
+SCALE_SUFFIX = "_scale"   # <name>_scale: the fp32 row scales of an int8-stored <name> (vidrt.quant.storage)
+
+
 class LazyStateDict(Mapping[str, torch.Tensor]):
-    """Read-only mapping name -> tensor over one or more weight files, each tensor read on access."""
+    """Read-only mapping name -> tensor over one or more weight files, each tensor read on access.
+
+    An int8 tensor with a ``<name>_scale`` companion is int8 storage of a float weight: it reads as
+    the fp32 dequantized weight, and the scale is not a key of its own."""
 
     def __init__(self, files: list[Path]):
         if not files:
@@ -35,16 +42,40 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             self._handles.append(handle)
             for k in (handle.keys() if hasattr(handle, "keys") else []):
                 self._where[k] = i
+        self._scaled = {k[:-len(SCALE_SUFFIX)] for k in self._where
+                        if k.endswith(SCALE_SUFFIX) and k[:-len(SCALE_SUFFIX)] in self._where
+                        and self._is_int8(k[:-len(SCALE_SUFFIX)])}
+        self._keys = [k for k in self._where if not (k.endswith(SCALE_SUFFIX) and k[:-len(SCALE_SUFFIX)] in self._scaled)]
 
-    def __getitem__(self, key: str) -> torch.Tensor:
+    def _raw(self, key: str) -> torch.Tensor:
         h = self._handles[self._where[key]]
         return h.get_tensor(key) if hasattr(h, "get_tensor") else h[key]
 
+    def _is_int8(self, key: str) -> bool:
+        h = self._handles[self._where[key]]
+        if hasattr(h, "get_slice"):   # safetensors: the header says, no read
+            return h.get_slice(key).get_dtype() == "I8"
+        return h[key].dtype == torch.int8
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        if key in self._scaled:
+            from vidrt.quant.formats import dequantize
+
+            q, scale = self._raw(key), self._raw(key + SCALE_SUFFIX)
+            if scale.dim() != q.dim() or scale.shape[0] != q.shape[0] or scale.numel() != q.shape[0]:
+                raise CheckpointError(f"{key}: int8 weight {tuple(q.shape)} with scales {tuple(scale.shape)}; int8 "
+                                      "storage has one scale per row (N, 1). The file is corrupt or not vidrt's int8 "
+                                      "storage; re-export it")
+            return dequantize(q, scale.float())
+        if key not in self._where or key.endswith(SCALE_SUFFIX) and key[:-len(SCALE_SUFFIX)] in self._scaled:
+            raise KeyError(key)
+        return self._raw(key)
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
+        return iter(self._keys)
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._keys)
 
 
 def _open(path: Path):
