@@ -1,4 +1,5 @@
-"""int8 storage of a DiT's weights: the block linears as int8 rows with one fp32 scale per row, the rest in fp16.
+"""int8 storage of a DiT's weights: the block linears as int8 rows with one fp32 scale per row, the rest in fp16
+(as an fp16 export stores them; loaders upcast, and the fp32-kept modules compute in fp32 again).
 
 Half the bytes of fp16 for the part that is >95 % of a Wan DiT (the same linears and the same codes as the
 ``int8`` precision mode, ``vidrt.quant.policy``): a second DiT shipped beside a model (the causal one) fits a
@@ -14,7 +15,7 @@ import torch
 
 from vidrt.checkpoints.state import SCALE_SUFFIX
 from vidrt.quant.formats import quantize_int8
-from vidrt.quant.policy import QUANTIZED, keeps_fp32
+from vidrt.quant.policy import QUANTIZED
 
 
 def is_stored_int8(key: str, tensor: torch.Tensor) -> bool:
@@ -24,7 +25,7 @@ def is_stored_int8(key: str, tensor: torch.Tensor) -> bool:
 
 def int8_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A DiT state dict in int8 storage: quantized linears as ``name`` (int8) + ``name_scale`` (fp32, (N, 1)),
-    fp32-kept parameters (``keeps_fp32``) in fp32, every other float tensor in fp16."""
+    every other float tensor in fp16."""
     out: dict[str, torch.Tensor] = {}
     for key, t in state.items():
         if key.endswith(SCALE_SUFFIX) and key[:-len(SCALE_SUFFIX)] in state:
@@ -32,7 +33,7 @@ def int8_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if is_stored_int8(key, t):
             out[key], out[key + SCALE_SUFFIX] = quantize_int8(t)
         elif t.is_floating_point():
-            out[key] = t.float() if keeps_fp32(key) else t.half()
+            out[key] = t.half()
         else:
             out[key] = t
         out[key] = out[key].contiguous()
