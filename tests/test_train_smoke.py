@@ -576,7 +576,8 @@ def test_vae_from_the_exported_embedded_model(tmp_path):
 
 def test_export_dit_in_fp16_halves_it_and_loads_everywhere(tmp_path):
     """export_dit_dtype=fp16: the DiT's safetensors are fp16 (half the bytes), vidrt upcasts them on load and
-    makes nearly the frames of the fp32 export; an unknown dtype stops with the choices named."""
+    makes nearly the frames of the fp32 export; so with export_vae_dtype / export_text_dtype=fp16 for the VAE and
+    the text encoder; an unknown dtype stops with the choices named."""
     pytest.importorskip("diffusers")
     from safetensors import safe_open
 
@@ -586,21 +587,44 @@ def test_export_dit_in_fp16_halves_it_and_loads_everywhere(tmp_path):
     p, vae, _ = _smoke_cache(script, None, dit_steps=2)
     state = script.train_dit(p, script.Checkpoints(tmp_path / "w"), vae, 0, torch.device("cpu"), None, None)
     frames, sizes = {}, {}
-    for dt in ("fp32", "fp16"):
+    for dt in ("fp32", "fp16", "all16"):   # all16: the VAE and the text encoder in fp16 too
         out = tmp_path / dt
-        script.export(dataclasses_replace(p, export_dit_dtype=dt), vae, state, out)
-        st = out / "transformer" / "diffusion_pytorch_model.safetensors"
-        sizes[dt] = st.stat().st_size
-        with safe_open(str(st), framework="pt") as f:
-            assert f.get_tensor("proj_out.weight").dtype == (torch.float16 if dt == "fp16" else torch.float32)
+        rest = "fp16" if dt == "all16" else "fp32"
+        script.export(dataclasses_replace(p, export_dit_dtype="fp32" if dt == "fp32" else "fp16",
+                                          export_vae_dtype=rest, export_text_dtype=rest), vae, state, out)
+        sizes[dt] = {c: sum(f.stat().st_size for f in (out / c).glob("*.safetensors"))
+                     for c in ("transformer", "vae", "text_encoder")}
+        for c, key in (("transformer", "proj_out.weight"), ("vae", "decoder.conv_out.weight"),
+                       ("text_encoder", "shared.weight")):
+            with safe_open(str(next((out / c).glob("*.safetensors"))), framework="pt") as f:
+                stored = torch.float32 if dt == "fp32" or (dt == "fp16" and c != "transformer") else torch.float16
+                assert f.get_tensor(key).dtype == stored, (dt, c)
         pipe = vidrt.Pipeline.from_pretrained(out)
         assert pipe.transformer.proj_out.weight.dtype == torch.float32
+        assert pipe.vae.decoder.conv_out.weight.dtype == torch.float32
         frames[dt] = pipe("a red circle moves right", num_frames=5, height=32, width=32, steps=2, seed=0,
                           progress=False).frames.astype(np.int16)
-    assert sizes["fp16"] < 0.55 * sizes["fp32"]
+    assert sizes["fp16"]["transformer"] < 0.55 * sizes["fp32"]["transformer"]
+    assert sizes["all16"]["vae"] < 0.55 * sizes["fp32"]["vae"]
+    assert sizes["all16"]["text_encoder"] < 0.55 * sizes["fp32"]["text_encoder"]
     assert np.abs(frames["fp16"] - frames["fp32"]).max() <= 3
+    assert np.abs(frames["all16"] - frames["fp32"]).max() <= 4
+    # diffusers loads the all-fp16 folder too (upcast) and makes vidrt's frames from the same latents
+    from diffusers import WanPipeline
+
+    pipe = vidrt.Pipeline.from_pretrained(tmp_path / "all16")
+    latents = torch.randn(pipe.latent_shape(1, 5, 32, 32), generator=torch.Generator().manual_seed(0))
+    kw = dict(num_frames=5, height=32, width=32)
+    ours = pipe("a red circle moves right", **kw, steps=2, guidance=3.0, latents=latents, progress=False).frames
+    theirs = WanPipeline.from_pretrained(str(tmp_path / "all16"), dtype=torch.float32)(
+        prompt="a red circle moves right", negative_prompt="", **kw, num_inference_steps=2, guidance_scale=3.0,
+        latents=latents.clone(), max_sequence_length=32, output_type="np").frames[0]
+    theirs = (np.clip(theirs, 0, 1) * 255).round().astype(np.int16)
+    assert np.abs(ours.astype(np.int16) - theirs).max() <= 2
     with pytest.raises(SystemExit, match="use one of fp32, fp16"):
         script.diffusers_dit(dataclasses_replace(p, export_dit_dtype="int4"), state)
+    with pytest.raises(SystemExit, match="export_vae_dtype='bf16': use one of fp32, fp16"):
+        script.export(dataclasses_replace(p, export_vae_dtype="bf16"), vae, state, tmp_path / "bad")
 
 
 def test_dit_init_across_patch_sizes_keeps_patch_embedding_and_output_meaning():

@@ -293,6 +293,10 @@ class Preset:
     # (vidrt.quant.storage, vidrt-only, read back as fp32): 9.0 MB for the 8-layer 256-dim DiT against 16.0 in fp16,
     # room for a deeper pair in the 40 MB budget
     export_causal_dtype: str = ""
+    # the VAE's and the text encoder's safetensors: "fp16" saves 2.9 and 0.7 MB on the shipped sizes (the VAE's
+    # decodes move by <= 1 pixel level, benchmarks/results/storage.md); loaders upcast
+    export_vae_dtype: str = "fp32"
+    export_text_dtype: str = "fp32"
     # eval
     eval_vae_prompts: int = 8
     stats_clips: int = 48                # clips measured for the latent mean / std
@@ -1469,10 +1473,16 @@ def diffusers_dit(p: Preset, state: dict):
                                   ffn_dim=dc.ffn_dim, num_layers=dc.num_layers, cross_attn_norm=dc.cross_attn_norm,
                                   qk_norm=dc.qk_norm, eps=dc.eps, rope_max_seq_len=dc.rope_max_seq_len)
     d_dit.load_state_dict(state["ema_dit"], strict=True)
+    return d_dit.to(export_dtype(p, "export_dit_dtype"))
+
+
+def export_dtype(p: Preset, field: str) -> torch.dtype:
+    """The torch dtype an ``export_*_dtype`` field names (fp32 or fp16)."""
     dtypes = {"fp32": torch.float32, "fp16": torch.float16}
-    if p.export_dit_dtype not in dtypes:
-        raise SystemExit(f"export_dit_dtype={p.export_dit_dtype!r}: use one of {', '.join(dtypes)}")
-    return d_dit.to(dtypes[p.export_dit_dtype])
+    value = getattr(p, field)
+    if value not in dtypes:
+        raise SystemExit(f"{field}={value!r}: use one of {', '.join(dtypes)}")
+    return dtypes[value]
 
 
 _DIT_STAGE_FIELDS = ("dit_", "text_", "cache_", "new_clips", "max_text_len", "cfg_dropout", "ema_decay")
@@ -1511,7 +1521,8 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     te.load_state_dict(te_state, strict=True)
     sched = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000,
                                     flow_shift=p.gen_shift)
-    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=te.eval(), vae=d_vae.eval(), transformer=d_dit.eval(),
+    pipe = WanPipeline(tokenizer=tokenizer, text_encoder=te.eval().to(export_dtype(p, "export_text_dtype")),
+                       vae=d_vae.eval().to(export_dtype(p, "export_vae_dtype")), transformer=d_dit.eval(),
                        scheduler=sched)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.rglob("*.safetensors"):
