@@ -24,12 +24,8 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
 def vae_rows(pipe, prompts: list[str]) -> list[dict]:
+    from vidrt.metrics import psnr
     from vidrt.world.render import render
 
     vae = pipe.vae
@@ -80,12 +76,12 @@ def to_markdown(r: dict) -> str:
     lines = ["# Storage dtypes of the embedded model", "",
              f"VAE reconstruction, {r['prompts']} held-out prompts, shipped (fp32) weights vs the same weights "
              "rounded to fp16:", "",
-             "| size | PSNR vs render, fp32 weights (dB) | fp16 weights (dB) | fp16 vs fp32 decode (dB) | max pixel diff |",
-             "|---|---|---|---|---|"]
+             "| size | PSNR vs render, fp32 weights (dB) | fp16 weights (dB) | fp16 vs fp32 decode (dB) "
+             "| max pixel diff |", "|---|---|---|---|---|"]
     lines += [f"| {x['size']} | {x['psnr_fp32']:.2f} | {x['psnr_fp16']:.2f} | {x['psnr_between']:.1f} | "
               f"{x['max_pixel_diff']} |" for x in r["vae"]]
-    lines += ["", "DiT safetensors as shipped and in int8 storage (block linears int8 rows + fp32 row scales, fp32-kept "
-              "parameters fp32, the rest fp16):", "",
+    lines += ["", "DiT safetensors as shipped and in int8 storage (block linears as int8 rows + fp32 row scales, "
+              "the rest fp16):", "",
               "| transformer | shipped (MB) | int8 storage (MB) | max relative weight error |", "|---|---|---|---|"]
     lines += [f"| {x['model']} | {x['shipped_mb']:.2f} | {x['int8_mb']:.2f} | {x['max_rel_weight_error']:.4f} |"
               for x in r["dit"]]

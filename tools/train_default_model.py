@@ -290,7 +290,7 @@ class Preset:
     # pair is 58 MB in fp32, over the 40 MB package budget); loaders upcast to the precision they run in
     export_dit_dtype: str = "fp32"
     # the causal DiT's: "" = export_dit_dtype; "int8" stores its block linears as int8 rows with one scale each
-    # (vidrt.quant.storage, vidrt-only, read back as fp32): 9.0 MB for the 8-layer 256-dim DiT against 16.0 in fp16,
+    # (vidrt.quant.storage, vidrt-only, read back as fp32): 8.77 MB for the 8-layer 256-dim DiT against 16.0 in fp16,
     # room for a deeper pair in the 40 MB budget
     export_causal_dtype: str = ""
     # the VAE's and the text encoder's safetensors: "fp16" saves 2.9 and 0.7 MB on the shipped sizes (the VAE's

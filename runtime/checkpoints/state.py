@@ -42,10 +42,8 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             self._handles.append(handle)
             for k in (handle.keys() if hasattr(handle, "keys") else []):
                 self._where[k] = i
-        self._scaled = {k[:-len(SCALE_SUFFIX)] for k in self._where
-                        if k.endswith(SCALE_SUFFIX) and k[:-len(SCALE_SUFFIX)] in self._where
-                        and self._is_int8(k[:-len(SCALE_SUFFIX)])}
-        self._keys = [k for k in self._where if not (k.endswith(SCALE_SUFFIX) and k[:-len(SCALE_SUFFIX)] in self._scaled)]
+        self._scaled = {k for k in self._where if k + SCALE_SUFFIX in self._where and self._is_int8(k)}
+        self._keys = [k for k in self._where if not self._is_scale(k)]
 
     def _raw(self, key: str) -> torch.Tensor:
         h = self._handles[self._where[key]]
@@ -67,9 +65,13 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
                                       "storage has one scale per row (N, 1). The file is corrupt or not vidrt's int8 "
                                       "storage; re-export it")
             return dequantize(q, scale.float())
-        if key not in self._where or key.endswith(SCALE_SUFFIX) and key[:-len(SCALE_SUFFIX)] in self._scaled:
+        if key not in self._where or self._is_scale(key):
             raise KeyError(key)
         return self._raw(key)
+
+    def _is_scale(self, key: str) -> bool:
+        """Whether ``key`` is the row scales of an int8-stored weight (read with it, not a key of its own)."""
+        return key.endswith(SCALE_SUFFIX) and key[:-len(SCALE_SUFFIX)] in self._scaled
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
