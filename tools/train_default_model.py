@@ -1603,12 +1603,13 @@ def export_causal(p: Preset, state: dict, out: Path) -> dict:
     tdir.mkdir(parents=True, exist_ok=True)
     for old in tdir.glob("*.safetensors"):
         old.unlink()
-    d_dit.save_pretrained(str(tdir), safe_serialization=True)
-    if int8:
+    if int8:   # diffusers' config, vidrt's int8 weights (from the fp32 EMA, not the export dtype's copy)
         from vidrt.quant.storage import save_int8
 
-        save_int8({k: v.float() for k, v in state["ema_dit"].items()},
-                  tdir / "diffusion_pytorch_model.safetensors")
+        d_dit.save_config(str(tdir))
+        save_int8({k: v.float() for k, v in state["ema_dit"].items()}, tdir / "diffusion_pytorch_model.safetensors")
+    else:
+        d_dit.save_pretrained(str(tdir), safe_serialization=True)
     cfg = json.loads((tdir / "config.json").read_text())
     cfg["num_frame_per_block"] = p.causal_chunk
     # trained on [sink | previous | current]: each context chunk's keys/values saw the sink and itself, so the
