@@ -311,8 +311,11 @@ def test_probe_vae_scores_a_short_image_dit_on_a_vae(tmp_path):
     assert script.main(["--preset", "smoke", "--workdir", str(work), "--stage", "vae",
                         "--set", "vae_scale_eq=0.5"]) == 0
     tool = load_script(ROOT / "tools/probe_vae.py")
-    res = tool.probe(work / "vae.pt", tmp_path / "probe", preset="smoke", steps=3, prompts=2, pairs=2)
+    res = tool.probe(work / "vae.pt", tmp_path / "probe", preset="smoke", steps=3, prompts=2, pairs=2,
+                     recon_prompts=2, recon_sizes="1x32x32,5x32x32")
     assert res["vae_changed_from_preset"] == {"vae_scale_eq": 0.5} and res["dit_steps"] == 3
+    assert set(res["recon"]) == {"1x32x32", "5x32x32"} and res["vae_config"]["base_dim"] == 4
+    assert all(np.isfinite(r["psnr"]) and 0 <= r["truth_through_vae"]["adherence"] <= 1 for r in res["recon"].values())
     assert res["size"] == "1x32x32" and res["prompts"] == 2 and 0.0 <= res["generated"]["adherence"] <= 1.0
     assert res["blend"]["pairs"] == 2 and np.isfinite(res["blend"]["blend_psnr"])
     dit = torch.load(tmp_path / "probe" / "dit.pt", weights_only=False)
@@ -323,6 +326,28 @@ def test_probe_vae_scores_a_short_image_dit_on_a_vae(tmp_path):
     torch.save(state, tmp_path / "unfinished.pt")
     with pytest.raises(SystemExit, match="not a finished VAE"):
         tool.probe(tmp_path / "unfinished.pt", tmp_path / "p2", preset="smoke", steps=1)
+
+
+def test_probe_vae_reconstruction_reads_a_model_folder_and_its_stage_checkpoint_alike(tmp_path):
+    """probe_vae --recon-only: the eval's PSNR and truth-through-the-VAE scores, the same for the shipped VAE read
+    from its model folder and from the stage checkpoint --vae-from makes of it; the shipped VAE's numbers are
+    those of benchmarks/results/default_model.md (images ~32 dB, presence near 1)."""
+    script = _load_script()
+    tool = load_script(ROOT / "tools/probe_vae.py")
+    folder = ROOT / "runtime" / "assets" / "default"
+    ck = script.Checkpoints(tmp_path / "work")
+    script.write_vae_from_export(folder, script.PRESETS["gpu"], ck)
+    kw = dict(recon_prompts=2, recon_sizes="1x64x64,5x64x64", recon_only=True)
+    a = tool.probe(folder, tmp_path / "a", **kw)
+    b = tool.probe(tmp_path / "work" / "vae.pt", tmp_path / "b", **kw)
+    assert a["vae_config"] == b["vae_config"] and a["vae_parameters"] == b["vae_parameters"] == 1_467_607
+    for size in ("1x64x64", "5x64x64"):
+        assert a["recon"][size]["psnr"] == pytest.approx(b["recon"][size]["psnr"], abs=1e-3)
+        assert a["recon"][size]["truth_through_vae"] == b["recon"][size]["truth_through_vae"]
+    assert a["recon"]["1x64x64"]["psnr"] > 29 and a["recon"]["1x64x64"]["truth_through_vae"]["presence"] >= 0.9
+    assert json.loads((tmp_path / "a" / "probe.json").read_text())["recon_prompts"] == 2
+    with pytest.raises(SystemExit, match="--recon-only"):
+        tool.probe(folder, tmp_path / "c", recon_prompts=1, recon_sizes="1x64x64")
 
 
 def _smoke_cache(script, renderer, **changes):
