@@ -76,7 +76,11 @@ class Preset:
     vae_z_dim: int = 16
     vae_dim_mult: tuple = (1, 2, 4, 4)
     vae_steps: int = 12000
-    vae_lr: float = 4e-4     # with the identity-block init and object-weighted loss; 1e-4 was 5 dB behind at 12 min
+    # with the identity-block init and object-weighted loss; 1e-4 was 5 dB behind at 12 min (run 2). Session 24: the
+    # frame-local `gpu` VAE at 4e-4 sits on a ~9 dB plateau for ~2 500 steps, and at base_dim 20 it never left it
+    # in 2 250; at 4e-5 both leave it within ~1 000 but end far lower at equal time (images 27.4 dB after 85 min against
+    # the shipped 32.0; benchmarks/results/vae_width_lr.md). Kept
+    vae_lr: float = 4e-4
     vae_kl: float = 1e-4
     # run 4, after run 3 found the latent space far from linear (docs/default_model.md): two regularisers that
     # make a latent easier for a diffusion model ("diffusability"), both off in runs <= 3.
