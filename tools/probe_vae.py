@@ -43,7 +43,8 @@ def _script():
 
 
 def _eval_script():
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    if str(REPO / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(REPO / "benchmarks"))
     import eval_default_model  # noqa: PLC0415
 
     return eval_default_model
@@ -54,7 +55,7 @@ def reconstruction(vae, prompts: int, sizes: str = RECON_SIZES) -> dict:
     from vidrt.world.grammar import held_out_prompts
 
     shapes = [tuple(int(v) for v in s.split("x")) for s in sizes.split(",")]
-    return _eval_script().vae_reconstruction(vae.eval(), held_out_prompts()[:prompts], 16.0, sizes=shapes)
+    return _eval_script().vae_reconstruction(vae.eval(), held_out_prompts()[:prompts], _script().FPS, sizes=shapes)
 
 
 VAE_ARCH = ("vae_base_dim", "vae_z_dim", "vae_dim_mult", "vae_decoder_base_dim")  # preset fields of the layout
