@@ -73,18 +73,21 @@ def _arch(state: dict) -> dict:
     return {k: v for k, v in state.get("preset", {}).items() if k in VAE_ARCH}
 
 
+def _vae_from_state(state: dict):
+    T = _script()
+    vae = T.make_vae(dataclasses.replace(T.PRESETS["full"], **_arch(state)))
+    vae.load_state_dict(state["model"])
+    vae.config = dataclasses.replace(vae.config, **state["latent_stats"])
+    return vae.eval().requires_grad_(False)
+
+
 def load_vae(source: Path):
     """A vidrt WanVAE from a finished VAE-stage checkpoint (vae.pt, any layout) or an exported model folder."""
     if source.is_dir():
         from vidrt.checkpoints.load import load_vae as load_folder, resolve_layout
 
         return load_folder(resolve_layout(source))
-    T = _script()
-    state = _stage_checkpoint(source)
-    vae = T.make_vae(dataclasses.replace(T.PRESETS["full"], **_arch(state)))
-    vae.load_state_dict(state["model"])
-    vae.config = dataclasses.replace(vae.config, **state["latent_stats"])
-    return vae.eval().requires_grad_(False)
+    return _vae_from_state(_stage_checkpoint(source))
 
 
 def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2000, prompts: int = 24,
@@ -94,7 +97,8 @@ def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2
     ``vae_ckpt``; writes and returns ``workdir/probe.json``."""
     torch.set_num_threads(threads)
     workdir.mkdir(parents=True, exist_ok=True)
-    vae = load_vae(vae_ckpt)
+    state = None if vae_ckpt.is_dir() else _stage_checkpoint(vae_ckpt)
+    vae = load_vae(vae_ckpt) if state is None else _vae_from_state(state)
     result: dict = {"vae": str(vae_ckpt), "vae_config": {k: getattr(vae.config, k) for k in
                                                         ("base_dim", "z_dim", "dim_mult", "decoder_base_dim")},
                     "vae_parameters": sum(x.numel() for x in vae.parameters())}
@@ -104,11 +108,10 @@ def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2
     if recon_only:
         (workdir / "probe.json").write_text(json.dumps(result, indent=1) + "\n")
         return result
-    if vae_ckpt.is_dir():
+    if state is None:
         raise SystemExit(f"{vae_ckpt}: the DiT probe needs a VAE-stage checkpoint (vae.pt); a model folder "
                          "takes --recon-only")
     T = _script()
-    state = _stage_checkpoint(vae_ckpt)
     arch = [f"{k}={json.dumps(v)}" for k, v in _arch(state).items()]
     p = T.apply_overrides(T.PRESETS[preset], arch + list(overrides))
     images = [b for b in p.dit_buckets if b[0] == 1][:1]
