@@ -81,13 +81,11 @@ def _vae_from_state(state: dict):
     return vae.eval().requires_grad_(False)
 
 
-def load_vae(source: Path):
-    """A vidrt WanVAE from a finished VAE-stage checkpoint (vae.pt, any layout) or an exported model folder."""
-    if source.is_dir():
-        from vidrt.checkpoints.load import load_vae as load_folder, resolve_layout
+def _folder_vae(folder: Path):
+    """The VAE of an exported model folder, as vidrt loads it."""
+    from vidrt.checkpoints.load import load_vae, resolve_layout
 
-        return load_folder(resolve_layout(source))
-    return _vae_from_state(_stage_checkpoint(source))
+    return load_vae(resolve_layout(folder))
 
 
 def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2000, prompts: int = 24,
@@ -98,7 +96,7 @@ def probe(vae_ckpt: Path, workdir: Path, *, preset: str = "full", steps: int = 2
     torch.set_num_threads(threads)
     workdir.mkdir(parents=True, exist_ok=True)
     state = None if vae_ckpt.is_dir() else _stage_checkpoint(vae_ckpt)
-    vae = load_vae(vae_ckpt) if state is None else _vae_from_state(state)
+    vae = _folder_vae(vae_ckpt) if state is None else _vae_from_state(state)
     result: dict = {"vae": str(vae_ckpt), "vae_config": {k: getattr(vae.config, k) for k in
                                                         ("base_dim", "z_dim", "dim_mult", "decoder_base_dim")},
                     "vae_parameters": sum(x.numel() for x in vae.parameters())}
