@@ -41,3 +41,6 @@ def test_embedded_dit_recognises_its_scenes(tmp_path):
     # measured on all 72 prompts x 2 seeds: 0.993 (another prompt's words), 0.938 (one object, another shape)
     assert res["prompt"]["accuracy"] >= 7 / 8 and res["prompt"]["margin"] > 1.0
     assert res["shape"]["renders"] >= 1 and res["shape binding"]["renders"] >= 1
+    levels = res["prompt"]["by_level"]
+    assert [v["s"] for v in levels] == [0.0833, 0.25, 0.4167, 0.5833, 0.75, 0.9167]
+    assert all(0.0 <= v["accuracy"] <= 1.0 for v in levels) and levels[0]["accuracy"] >= 7 / 8

@@ -77,45 +77,56 @@ def contrast(task: str, prompt: str, others: Sequence[str], index: int) -> Optio
 @torch.no_grad()
 def denoising_errors(pipe: "vidrt.Pipeline", latents: torch.Tensor, prompts: Sequence[str], levels: int,
                      seed: int) -> torch.Tensor:
-    """Mean squared flow-matching error of the DiT on clean `latents` (1, C, T, H, W; normalised) under each prompt,
-    over `levels` stratified noise levels with one shared noise draw each: (len(prompts),)."""
+    """Mean squared flow-matching error of the DiT on clean `latents` (1, C, T, H, W; normalised) under each prompt
+    at each of `levels` stratified noise levels, one noise draw per level shared by the prompts: (levels, prompts)."""
     dit = pipe.transformer
     kv = dit.prepare_context(pipe.encode_prompts(list(prompts)))
     gen = torch.Generator("cpu").manual_seed(seed)
     n = len(prompts)
     x0 = latents.to(pipe.device, torch.float32).expand(n, *latents.shape[1:])
-    err = torch.zeros(n)
-    for s in ((torch.arange(levels) + 0.5) / levels).tolist():
+    err = torch.zeros(levels, n)
+    for j, s in enumerate(noise_levels(levels)):
         noise = torch.randn(latents.shape, generator=gen).to(pipe.device).expand_as(x0)
         xs = (1 - s) * x0 + s * noise
         v = dit(xs.to(pipe.dtype), torch.full((n,), 1000.0 * s, device=pipe.device), context_kv=kv).float()
-        err += ((v - (noise - x0)) ** 2).flatten(1).mean(1).cpu()
-    return err / levels
+        err[j] = ((v - (noise - x0)) ** 2).flatten(1).mean(1).cpu()
+    return err
+
+
+def noise_levels(levels: int) -> list[float]:
+    """Stratified noise levels s in (0, 1): the midpoints of `levels` equal bins."""
+    return ((torch.arange(levels) + 0.5) / levels).tolist()
 
 
 def probe(pipe: "vidrt.Pipeline", prompts: Sequence[str], frames: int, height: int, width: int, *,
           seeds: int = 1, levels: int = 16) -> dict:
-    """Per task: accuracy (share of truth renders whose own prompt has the lower error), its standard error, the
-    number of renders, and the mean error margin (contrast - own, in units of the own error)."""
+    """Per task: accuracy (share of truth renders whose own prompt has the lower error, summed over the noise levels),
+    its standard error, the number of renders, the mean error margin (contrast - own, in units of the own error), and
+    the accuracy at each noise level alone (``by_level``: where in the trajectory the DiT tells the prompts apart)."""
     tasks = [t for t in TASKS if frames > 1 or t != "motion binding"]
     wins: dict[str, list[float]] = {t: [] for t in tasks}
     margins: dict[str, list[float]] = {t: [] for t in tasks}
+    level_wins: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for i, prompt in enumerate(prompts):
         alts = {t: contrast(t, prompt, prompts, i) for t in tasks}
         alts = {t: a for t, a in alts.items() if a is not None}
         for k in range(seeds):
             truth = render(prompt, height, width, frames, pipe.defaults.fps, seed=i + 1000 * k)
             z = pipe.vae.normalize(pipe.vae.encode(from_frames(truth)[None].to(pipe.device, pipe.vae.dtype)))
-            err = denoising_errors(pipe, z, [prompt, *alts.values()], levels, seed=i + 1000 * k)
-            for (t, _), e in zip(alts.items(), err[1:]):
-                wins[t].append(float(e > err[0]))
-                margins[t].append(float((e - err[0]) / err[0]))
+            per_level = denoising_errors(pipe, z, [prompt, *alts.values()], levels, seed=i + 1000 * k)
+            err = per_level.mean(0)
+            for j, t in enumerate(alts, start=1):
+                wins[t].append(float(err[j] > err[0]))
+                margins[t].append(float((err[j] - err[0]) / err[0]))
+                level_wins[t].append((per_level[:, j] > per_level[:, 0]).float().numpy())
     out = {}
     for t in tasks:
         w = np.array(wins[t])
         out[t] = {"accuracy": float(w.mean()) if len(w) else None,
                   "stderr": float(w.std(ddof=1) / np.sqrt(len(w))) if len(w) > 1 else None,
-                  "renders": int(len(w)), "margin": float(np.mean(margins[t])) if len(w) else None}
+                  "renders": int(len(w)), "margin": float(np.mean(margins[t])) if len(w) else None,
+                  "by_level": [{"s": round(s, 4), "accuracy": float(a)} for s, a in
+                               zip(noise_levels(levels), np.mean(level_wins[t], axis=0))] if len(w) else []}
     return out
 
 
@@ -139,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         result["sizes"][size] = probe(pipe, prompts, f, h, w, seeds=args.seeds, levels=args.levels)
         for t, r in result["sizes"][size].items():
             print(f"{size:>9} {t:<15} accuracy {r['accuracy']:.3f} +- {r['stderr']:.3f} ({r['renders']} renders), "
-                  f"margin {r['margin']:+.4f}")
+                  f"margin {r['margin']:+.4f}; by noise level " + " ".join(f"{v['accuracy']:.2f}" for v in r["by_level"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
