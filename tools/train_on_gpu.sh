@@ -40,7 +40,10 @@
 # to 12 blocks, alt a plain 8-block continuation (does clean come back with time alone?); the binding loss stays on
 # in both (keeps the encoder bound; free at inference). Judge each against the shipped model AND against the
 # carried one (benchmarks/results/gpu_s23_bind.json) with --compare, by the shape and clean columns and the
-# by-objects split as well as the mean, and probe each arm's encoder.
+# by-objects split as well as the mean, and probe each arm's encoder (tools/probe_text_binding.py) and its DiT
+# (tools/probe_dit_binding.py, a minute on images: session 25 found the carried arm's DiT binds shapes 0.85 and
+# motions 0.75 where the shipped one is at chance, but samples no better; does more depth or time turn it into
+# adherence?).
 # (Shipping 12 blocks: the base model alone is 30.6 MB (DiT 23.4 in fp16), a 12-block causal DiT 23.4 more in fp16
 # but 12.55 MB with --set export_causal_dtype=int8 (vidrt.quant.storage, session 23; long clips: docs/precision.md):
 # 43.2 MB, over tests/test_errors.py's 40 MB budget unless the VAE and the text encoder are exported in fp16 too:
