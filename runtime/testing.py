@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 WORDS = "a red green blue circle square moves left right up down on black gray background and the".split()
+# small, fast generation settings for the tiny random folders of make_tiny_wan (32x32, 3 steps, 16 text positions)
+TINY_GEN = dict(height=32, width=32, steps=3, guidance=3.0, max_sequence_length=16)
 
 
 def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int = 12, layers: int = 2,

@@ -47,6 +47,3 @@ def base_pipe(tiny_base):
 
     return Pipeline.from_pretrained(tiny_base)
 
-
-# small, fast generation settings shared by the tests
-GEN = dict(height=32, width=32, steps=3, guidance=3.0, max_sequence_length=16)

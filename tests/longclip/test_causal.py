@@ -6,7 +6,7 @@ import torch
 from vidrt.metrics import psnr
 from vidrt.models.dit import WanDiT
 
-from conftest import GEN
+from vidrt.testing import TINY_GEN as GEN
 
 
 def _run(pipe, **kw):

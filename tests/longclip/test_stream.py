@@ -13,7 +13,7 @@ from vidrt.errors import ConfigError, PromptError
 from vidrt.longclip import Shot, as_shots, load_shots, plan_shots, save_stream
 from vidrt.video import to_frames
 
-from conftest import GEN
+from vidrt.testing import TINY_GEN as GEN
 
 
 def test_chunked_decode_equals_one_shot(causal_pipe):
