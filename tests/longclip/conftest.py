@@ -46,4 +46,3 @@ def base_pipe(tiny_base):
     from vidrt.pipeline import Pipeline
 
     return Pipeline.from_pretrained(tiny_base)
-
