@@ -4,6 +4,8 @@ For tests and benchmarks: needs the `test` or `bench` extra (diffusers). Any siz
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -11,6 +13,16 @@ import torch
 WORDS = "a red green blue circle square moves left right up down on black gray background and the".split()
 # small, fast generation settings for the tiny random folders of make_tiny_wan (32x32, 3 steps, 16 text positions)
 TINY_GEN = dict(height=32, width=32, steps=3, guidance=3.0, max_sequence_length=16)
+
+
+def drop_checkout_root(root: Path) -> None:
+    """Remove a vidrt checkout's root from sys.path (call first thing in a conftest.py).
+
+    `python -m pytest` puts the working directory first on sys.path; from a checkout's root that makes kernels/ and
+    export/ (vidrt.kernels, vidrt.export) importable as top-level `kernels` / `export`, shadowing installed packages
+    of those names (transformers 5.25 imports PyPI's `kernels`). vidrt imports through its installed mapping."""
+    root = Path(root).resolve()
+    sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != root]
 
 
 def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int = 12, layers: int = 2,

@@ -1,17 +1,11 @@
-import os
-import sys
 from pathlib import Path
-
-# `python -m pytest` puts the working directory first on sys.path; from a checkout's root that makes kernels/ and
-# export/ (vidrt.kernels, vidrt.export) importable as top-level `kernels` / `export`, shadowing installed packages of
-# those names (transformers 5.25 imports PyPI's `kernels`). vidrt imports through its installed mapping, not the root.
-_ROOT = Path(__file__).resolve().parents[1]
-sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != _ROOT]
 
 import pytest
 import torch
 
-from vidrt.testing import make_tiny_wan  # noqa: E402
+from vidrt.testing import drop_checkout_root, make_tiny_wan
+
+drop_checkout_root(Path(__file__).resolve().parents[1])   # before any test module imports transformers / diffusers
 
 
 @pytest.fixture(scope="session")

@@ -33,3 +33,14 @@ def test_top_level_import_from_checkout_root_names_the_fix(name):
     r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=root, capture_output=True, text=True)
     assert r.returncode != 0
     assert f"vidrt's {name}/ folder" in r.stderr and "python -P" in r.stderr
+
+
+def test_drop_checkout_root(tmp_path, monkeypatch):
+    """conftest.py's first call: the checkout's root leaves sys.path in every spelling ('' for the working directory,
+    relative, absolute); other entries stay in order."""
+    from vidrt.testing import drop_checkout_root
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", ["", "a", str(tmp_path), ".", str(tmp_path / "a")])
+    drop_checkout_root(tmp_path)
+    assert sys.path == ["a", str(tmp_path / "a")]
