@@ -1,6 +1,6 @@
 """vidrt.export: ONNX export and onnxruntime / TensorRT backends (optional dependencies, imported lazily)."""
 
-from vidrt.kernels.checkout import refuse_top_level
+from vidrt._checkout import refuse_top_level
 
 refuse_top_level(__name__, __file__)   # a checkout's root on sys.path would shadow installed packages
 

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+# Top-level imports stay free of transformers / diffusers: conftests import this module first to call
+# drop_checkout_root before anything imports them (diffusers is imported inside make_tiny_wan).
 import torch
 
 WORDS = "a red green blue circle square moves left right up down on black gray background and the".split()

@@ -1,4 +1,5 @@
 """`import vidrt` stays light and exposes the public API; generic names are not importable at top level."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_top_level_import_from_checkout_root_names_the_fix(name):
     """Python started in the checkout's root sees kernels/ and export/ as top-level packages; importing one that way
     (as transformers does with PyPI's `kernels`) fails with the cause and the fix, not an unrelated missing name."""
     root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=root, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"}   # the working directory on sys.path
+    r = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=root, capture_output=True, text=True, env=env)
     assert r.returncode != 0
     assert f"vidrt's {name}/ folder" in r.stderr and "python -P" in r.stderr
 

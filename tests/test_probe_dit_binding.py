@@ -28,7 +28,20 @@ def test_contrast_prompts():
     assert tool.contrast("shape binding", "a red circle stays still and a red square stays still", [], 0) is None
     assert tool.contrast("shape", "a red triangle moves up", [], 0) == "a red circle moves up"
     assert tool.contrast("shape", two, [], 0) is None
-    assert tool.contrast("prompt", two, ["x", two, "y"], 1) == "y"
+    assert tool.contrast("prompt", two, ["x", two, "a blue square moves left"], 1) == "a blue square moves left"
+    assert tool.contrast("prompt", two, [two], 0) is None                  # never the prompt itself
+    same = "a red circle moves to the left and a blue square grows on a grey background"   # another wording
+    assert tool.contrast("prompt", two, [two, same], 0) is None
+
+
+def test_few_prompts_report_what_they_have(tmp_path, capsys):
+    """A task with one render or none has no error bar or no accuracy: printed as n/a, the JSON still written."""
+    out = tmp_path / "p.json"
+    assert tool.main(["--sizes", "1x32x32", "--prompts", "1", "--seeds", "1", "--levels", "2", "--threads", "1",
+                      "--json", str(out)]) == 0
+    res = json.loads(out.read_text())["sizes"]["1x32x32"]
+    assert res["prompt"]["renders"] == 0 and res["prompt"]["accuracy"] is None     # one prompt: nothing to contrast
+    assert "n/a" in capsys.readouterr().out
 
 
 def test_embedded_dit_recognises_its_scenes(tmp_path):
@@ -37,7 +50,7 @@ def test_embedded_dit_recognises_its_scenes(tmp_path):
                       "--json", str(out)]) == 0
     res = json.loads(out.read_text())["sizes"]["1x64x64"]
     assert set(res) == {"prompt", "shape", "shape binding"}        # no motion task on images
-    assert res["prompt"]["renders"] == 8
+    assert res["prompt"]["renders"] == res["prompt"]["prompts"] == 8
     # measured on all 72 prompts x 2 seeds: 0.993 (another prompt's words), 0.938 (one object, another shape)
     assert res["prompt"]["accuracy"] >= 7 / 8 and res["prompt"]["margin"] > 1.0
     assert res["shape"]["renders"] >= 1 and res["shape binding"]["renders"] >= 1

@@ -62,7 +62,8 @@ def contrast(task: str, prompt: str, others: Sequence[str], index: int) -> Optio
     the task does not apply to it."""
     scene = parse(prompt)
     if task == "prompt":
-        return others[(index + 1) % len(others)]
+        other = others[(index + 1) % len(others)] if len(others) > 1 else None
+        return other if other is not None and parse(other) != scene else None
     if task == "shape":
         if len(scene.objects) != 1:
             return None
@@ -83,12 +84,13 @@ def denoising_errors(pipe: "vidrt.Pipeline", latents: torch.Tensor, prompts: Seq
     kv = dit.prepare_context(pipe.encode_prompts(list(prompts)))
     gen = torch.Generator("cpu").manual_seed(seed)
     n = len(prompts)
+    scale = float(pipe.scheduler_config.get("num_train_timesteps", 1000))   # the DiT's timestep is sigma x this
     x0 = latents.to(pipe.device, torch.float32).expand(n, *latents.shape[1:])
     err = torch.zeros(levels, n)
     for j, s in enumerate(noise_levels(levels)):
         noise = torch.randn(latents.shape, generator=gen).to(pipe.device).expand_as(x0)
         xs = (1 - s) * x0 + s * noise
-        v = dit(xs.to(pipe.dtype), torch.full((n,), 1000.0 * s, device=pipe.device), context_kv=kv).float()
+        v = dit(xs.to(pipe.dtype), torch.full((n,), scale * s, device=pipe.device), context_kv=kv).float()
         err[j] = ((v - (noise - x0)) ** 2).flatten(1).mean(1).cpu()
     return err
 
@@ -100,11 +102,12 @@ def noise_levels(levels: int) -> list[float]:
 
 def probe(pipe: "vidrt.Pipeline", prompts: Sequence[str], frames: int, height: int, width: int, *,
           seeds: int = 1, levels: int = 16) -> dict:
-    """Per task: accuracy (share of truth renders whose own prompt has the lower error, summed over the noise levels),
-    its standard error, the number of renders, the mean error margin (contrast - own, in units of the own error), and
-    the accuracy at each noise level alone (``by_level``: where in the trajectory the DiT tells the prompts apart)."""
+    """Per task: accuracy (share of truth renders whose own prompt has the lower error over the noise levels; a tie
+    counts half), its standard error over prompts (a prompt's renders are averaged first: they share its words), the
+    number of renders, the mean error margin (contrast - own, in units of the own error), and the accuracy at each
+    noise level alone (``by_level``: where in the trajectory the DiT tells the prompts apart)."""
     tasks = [t for t in TASKS if frames > 1 or t != "motion binding"]
-    wins: dict[str, list[float]] = {t: [] for t in tasks}
+    wins: dict[str, dict[int, list[float]]] = {t: {} for t in tasks}    # task -> prompt -> per render
     margins: dict[str, list[float]] = {t: [] for t in tasks}
     level_wins: dict[str, list[np.ndarray]] = {t: [] for t in tasks}
     for i, prompt in enumerate(prompts):
@@ -116,18 +119,29 @@ def probe(pipe: "vidrt.Pipeline", prompts: Sequence[str], frames: int, height: i
             per_level = denoising_errors(pipe, z, [prompt, *alts.values()], levels, seed=i + 1000 * k)
             err = per_level.mean(0)
             for j, t in enumerate(alts, start=1):
-                wins[t].append(float(err[j] > err[0]))
+                wins[t].setdefault(i, []).append(_win(err[j], err[0]))
                 margins[t].append(float((err[j] - err[0]) / err[0]))
-                level_wins[t].append((per_level[:, j] > per_level[:, 0]).float().numpy())
+                level_wins[t].append(np.array([_win(a, b) for a, b in zip(per_level[:, j], per_level[:, 0])]))
     out = {}
     for t in tasks:
-        w = np.array(wins[t])
+        w = np.array([v for per_prompt in wins[t].values() for v in per_prompt])
+        by_prompt = np.array([np.mean(v) for v in wins[t].values()])
         out[t] = {"accuracy": float(w.mean()) if len(w) else None,
-                  "stderr": float(w.std(ddof=1) / np.sqrt(len(w))) if len(w) > 1 else None,
-                  "renders": int(len(w)), "margin": float(np.mean(margins[t])) if len(w) else None,
+                  "stderr": float(by_prompt.std(ddof=1) / np.sqrt(len(by_prompt))) if len(by_prompt) > 1 else None,
+                  "renders": int(len(w)), "prompts": int(len(by_prompt)),
+                  "margin": float(np.mean(margins[t])) if len(w) else None,
                   "by_level": [{"s": round(s, 4), "accuracy": float(a)} for s, a in
                                zip(noise_levels(levels), np.mean(level_wins[t], axis=0))] if len(w) else []}
     return out
+
+
+def _win(contrast_err: torch.Tensor, own_err: torch.Tensor) -> float:
+    """1 when the own prompt's error is lower, 0.5 on a tie, else 0."""
+    return 1.0 if contrast_err > own_err else 0.5 if contrast_err == own_err else 0.0
+
+
+def _fmt(v: Optional[float], spec: str = ".3f") -> str:
+    return "n/a" if v is None else format(v, spec)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -148,12 +162,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for size in args.sizes.split(","):
         f, h, w = (int(v) for v in size.split("x"))
         result["sizes"][size] = probe(pipe, prompts, f, h, w, seeds=args.seeds, levels=args.levels)
-        for t, r in result["sizes"][size].items():
-            print(f"{size:>9} {t:<15} accuracy {r['accuracy']:.3f} +- {r['stderr']:.3f} ({r['renders']} renders), "
-                  f"margin {r['margin']:+.4f}; by noise level " + " ".join(f"{v['accuracy']:.2f}" for v in r["by_level"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
+    for size, tasks in result["sizes"].items():
+        for t, r in tasks.items():
+            print(f"{size:>9} {t:<15} accuracy {_fmt(r['accuracy'])} +- {_fmt(r['stderr'])} ({r['renders']} renders), "
+                  f"margin {_fmt(r['margin'], '+.4f')}; by noise level "
+                  + " ".join(_fmt(v["accuracy"], ".2f") for v in r["by_level"]))
     return 0
 
 

@@ -1,4 +1,6 @@
-"""The ImportError for a checkout's folder imported as a top-level package (kernels/, export/ from the repo root)."""
+"""The ImportError for a checkout's folder imported as a top-level package (kernels/, export/ from the repo root).
+
+Imports nothing, so vidrt.kernels (a leaf) and vidrt.export can both call it first."""
 from __future__ import annotations
 
 
