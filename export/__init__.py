@@ -3,4 +3,3 @@
 from vidrt._checkout import refuse_top_level
 
 refuse_top_level(__name__, __file__)   # a checkout's root on sys.path would shadow installed packages
-

@@ -1,8 +1,7 @@
 """vidrt.kernels: Triton kernels and their pure-torch references.
 
 Leaves of the package: nothing here imports the rest of vidrt (but the import-free vidrt._checkout), and nothing
-imports triton at
-``import vidrt.kernels`` time (each kernel module imports it when first used).
+imports triton at ``import vidrt.kernels`` time (each kernel module imports it when first used).
 """
 
 from vidrt._checkout import refuse_top_level
