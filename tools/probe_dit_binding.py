@@ -14,7 +14,7 @@ under one contrast prompt, with the same noise draws (stratified noise levels, `
 Accuracy is the share of renders whose own prompt wins; chance is 0.5 on every task. The full eval
 (benchmarks/eval_default_model.py) takes ~20 minutes and mixes every criterion; this takes a minute or two and
 isolates what the DiT has learnt about binding, apart from how well it samples (session 25: the shipped DiT tells
-shapes apart on one object but is at chance on shape binding, docs/default_model.md).
+shapes apart on one object but is no better than chance on shape binding, docs/default_model.md).
 
     python tools/probe_dit_binding.py --model default [--sizes 1x64x64,17x64x64] [--seeds 2] [--json OUT]
 """
@@ -34,8 +34,6 @@ import vidrt
 from vidrt.video import from_frames
 from vidrt.world.grammar import SHAPES, Scene, held_out_prompts, parse
 from vidrt.world.render import render
-
-logger = logging.getLogger("probe_dit_binding")
 
 TASKS = ("prompt", "shape", "shape binding", "motion binding")
 
