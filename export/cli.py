@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vidrt.cli import command
+from vidrt.cli import check_output, check_positive, command, require_module, write_text
 
 
 def parse_shapes(text: str, batch: int = 1, cfg: bool = True):
@@ -53,9 +53,13 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 @command("export", "export a model to ONNX or build TensorRT engines")(_add_export)
 def _export(args: argparse.Namespace) -> int:
+    from vidrt.errors import ConfigError
+    from vidrt.export.tensorrt_build import TRT_PRECISIONS
+
     if args.target == "onnx":
         from vidrt.export.onnx_export import export_onnx
 
+        check_output(args.output, "-o", folder=True)
         m = export_onnx(None if args.model == "default" else args.model, args.output, precision=args.precision,
                         opset=args.opset, external_data=True if args.external_data else None)
         for name, g in m["graphs"].items():
@@ -64,13 +68,19 @@ def _export(args: argparse.Namespace) -> int:
         print(f"wrote {args.output} (opset {m['opset']}, {m['precision']}, model {m['model_hash']}) in "
               f"{m['export_s']:.1f}s")
         return 0
+    if args.precision not in TRT_PRECISIONS:
+        raise ConfigError(f"--precision {args.precision}: unknown TensorRT precision; choose one of "
+                          f"{', '.join(TRT_PRECISIONS)}")
+    check_positive(args, "batch")
+    check_output(args.json, "--json")
+    requests = parse_shapes(args.shapes, args.batch, not args.no_cfg)
+    require_module("onnx", "vidrt export tensorrt", "onnx")  # graph checks and engine builds read the ONNX graphs
     from vidrt.export.onnx_export import FILES, load_manifest
     from vidrt.export.ort_backend import resolve_onnx_dir
     from vidrt.export.tensorrt_build import build_engines, check_graph_for_tensorrt, derive_profiles
 
     onnx_dir = Path(args.onnx) if args.onnx else resolve_onnx_dir(args.model, "fp32")
     m = load_manifest(onnx_dir)
-    requests = parse_shapes(args.shapes, args.batch, not args.no_cfg)
     profiles = derive_profiles(m, requests)
     report = {"onnx": str(onnx_dir), "profiles": {k: p.as_dict() for k, p in profiles.items()}}
     if args.check_only:
@@ -90,5 +100,5 @@ def _export(args: argparse.Namespace) -> int:
         for k, v in engines.items():
             print(f"{k:13s} {v}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text(args.json, json.dumps(report, indent=2))
     return 0

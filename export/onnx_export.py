@@ -279,6 +279,8 @@ def load_manifest(path: Union[str, Path]) -> dict[str, Any]:
                               "`vidrt export onnx --model CHECKPOINT -o DIR`") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{p} is corrupt ({e}); export the folder again") from None
+    if not isinstance(m, dict):
+        raise CheckpointError(f"{p} is corrupt (it holds no JSON object); export the folder again")
     if m.get("format") != FORMAT or m.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{p} has format {m.get('format')!r} v{m.get('format_version')}; this vidrt reads "
                               f"{FORMAT} v{FORMAT_VERSION}: export the folder again")

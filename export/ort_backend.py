@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError
+from vidrt.errors import BackendUnavailableError, CheckpointError, ConfigError, ShapeError
 from vidrt.models.dit import DiTConfig
 from vidrt.models.text import TextEncoder
 
@@ -55,7 +55,14 @@ class OrtSession:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+        except Exception as e:  # noqa: BLE001 -- onnxruntime's own exception classes
+            if type(e).__name__ in ("InvalidProtobuf", "InvalidGraph", "NoSuchFile"):
+                raise CheckpointError(f"{self.path} is corrupt or truncated ({type(e).__name__}); run `vidrt export "
+                                      "onnx` again for this folder") from None
+            raise CheckpointError(f"onnxruntime cannot load {self.path} ({type(e).__name__}: {e}); run `vidrt export "
+                                  "onnx` again with this vidrt and onnxruntime, or use backend='torch'") from None
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 
@@ -180,8 +187,7 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     A checkpoint folder is exported first into the ONNX cache (``$VIDRT_CACHE`` or ~/.cache/vidrt),
     keyed by model hash and precision, and reused after that.
     """
-    from transformers import AutoTokenizer
-
+    from vidrt.checkpoints.load import load_tokenizer
     from vidrt.export.onnx_export import FILES, load_manifest
     from vidrt.pipeline import GenerationDefaults
 
@@ -189,14 +195,16 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     onnx_dir = resolve_onnx_dir(path, precision)
     m = load_manifest(onnx_dir)
     if precision not in ("fp32", m["precision"]):
-        raise ConfigError(f"{onnx_dir} was exported at {m['precision']}, not {precision}; export it again with "
-                          f"--precision {precision} or pass precision={m['precision']!r}")
+        fix = (f"export it again with `vidrt export onnx --precision {precision}`" if precision == "fp16" else
+               f"use backend='torch' for precision={precision!r} (backend='onnxruntime' runs fp32/fp16 graphs only)")
+        raise ConfigError(f"{onnx_dir} was exported at {m['precision']}, not {precision}; pass "
+                          f"precision={m['precision']!r}, or {fix}")
     missing = [f for f in FILES.values() if not (onnx_dir / f).is_file()]
     if missing:
         raise ConfigError(f"{onnx_dir} lacks {missing}; export all three graphs for a full pipeline")
     cfg = DiTConfig.from_dict(m["dit_config"])
     sess = {k: OrtSession(onnx_dir / f, device, threads) for k, f in FILES.items()}
-    tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir / "tokenizer"))
+    tokenizer = load_tokenizer(onnx_dir / "tokenizer")
     defaults = GenerationDefaults.from_dict(m["defaults"])
     text = OrtTextEncoder(tokenizer, sess["text_encoder"], m["text"]["text_dim"], m["text"]["max_length"])
     decoder = OrtDecoder(sess["vae_decoder"], m["vae"]["temporal_factor"], m["vae"]["spatial_factor"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
+import tempfile
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
-from vidrt.errors import VidrtError
+from vidrt.errors import BackendUnavailableError, ConfigError, VidrtError
 
 COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
 
@@ -28,6 +31,101 @@ def frames_for_seconds(seconds: float, fps: float, temporal: int = 4) -> int:
     return temporal * max(0, round(seconds * fps / temporal)) + 1
 
 
+# --- argument checks shared by every command: they run before any model is loaded -----------------------------
+
+# what matplotlib's savefig writes (--plot)
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".eps", ".ps", ".svgz", ".pgf")
+
+
+def check_output(path: Optional[str], flag: str, suffixes: Optional[Iterable[str]] = None, *,
+                 folder: bool = False) -> None:
+    """ConfigError unless ``path`` can be written once the work is done: a file path (not an existing folder) with
+    one of ``suffixes`` (a folder path, not an existing file, with ``folder=True``) under a writable folder.
+    Missing parent folders are fine: every writer creates them."""
+    if path is None:
+        return
+    p = Path(path)
+    if folder:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"{flag} {path} is an existing file, not a folder; give a new or existing folder path")
+    else:
+        if p.is_dir():
+            raise ConfigError(f"{flag} {path} is a folder; give a file path inside it, e.g. "
+                              f"{p / ('out' + (next(iter(suffixes)) if suffixes else '.json'))}")
+        if suffixes is not None and p.suffix.lower() not in tuple(suffixes):
+            raise ConfigError(f"{flag} {path}: cannot write {p.suffix or 'a file without extension'} files; "
+                              f"use {', '.join(suffixes)}")
+    ancestor = p.absolute() if folder else p.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{flag} {path}: {ancestor} is a file, so no folder can be created there; "
+                          "choose another path")
+    try:  # the only reliable test (os.access says yes to root on read-only or virtual file systems)
+        fd, probe = tempfile.mkstemp(prefix=".vidrt-write-test-", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{flag} {path}: cannot create files in {ancestor} ({e.strerror}); "
+                          "choose a folder you can write to") from None
+    if p.is_file() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{flag} {path} exists and is read-only; choose another path or make it writable")
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write an output file checked by ``check_output``, creating missing parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def check_positive(args: argparse.Namespace, *names: str) -> None:
+    """ConfigError for an option given as 0 or less (None, the option left out, means its default)."""
+    for name in names:
+        v = getattr(args, name, None)
+        if v is not None and not v >= 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {v}: must be at least 1; give a positive number, or leave {flag} out for "
+                              "the default")
+
+
+def check_seconds(seconds: Optional[float]) -> None:
+    if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"--seconds {seconds:g}: give a clip length above 0, e.g. --seconds 2 (or --frames 1 for "
+                          "an image)")
+
+
+def read_prompts(path: str, flag: str = "--prompts") -> list[str]:
+    """Non-empty lines of a prompts file; ConfigError when it cannot be read or holds none."""
+    try:
+        prompts = [ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {flag} {path}: {e}; give a text file, one prompt per line") from None
+    if not prompts:
+        raise ConfigError(f"{flag} {path} holds no prompts; write one prompt per line")
+    return prompts
+
+
+def _missing(module: str) -> bool:
+    if module in sys.modules:
+        return sys.modules[module] is None
+    try:
+        import importlib.util
+
+        return importlib.util.find_spec(module) is None
+    except (ImportError, ValueError):
+        return True
+
+
+def require_module(module: str, needed_by: str, extra: str, alternative: str = "") -> None:
+    """BackendUnavailableError naming the pip extra when an optional dependency is not installed."""
+    if _missing(module):
+        raise BackendUnavailableError(f"{needed_by} needs {module}, which is not installed; pip install "
+                                      f"'vidrt[{extra}]' (or {module})"
+                                      + (f", or {alternative}" if alternative else ""))
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder (diffusers or original Wan); default: the embedded "
                    "model; default-causal: its causal variant (for `vidrt stream`)")
@@ -42,7 +140,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _load(args):
     from vidrt.pipeline import Pipeline
 
-    if getattr(args, "threads", None):
+    check_positive(args, "threads")
+    if getattr(args, "threads", None) is not None:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -55,7 +154,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("prompt", nargs="?", default=None, help="the prompt (or --shots FILE)")
     p.add_argument("--shots", default=None, help="a YAML/JSON shot list: streamed like `vidrt stream --shots`")
     _add_model_args(p)
-    p.add_argument("-o", "--output", default="clip.mp4", help=".mp4, .gif or .png (1 frame)")
+    p.add_argument("-o", "--output", default="clip.mp4",
+                   help=".mp4, .gif, .png (animated when several frames) or .jpg (--frames 1)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -72,8 +172,11 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
 
 @command("generate", "generate a clip (or an image with --frames 1) from a prompt")(_add_generate)
 def _generate(args: argparse.Namespace) -> int:
-    from vidrt.errors import ConfigError
+    from vidrt.video import SINGLE_IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
+    check_positive(args, "threads", "steps", "frames", "height", "width")
+    check_seconds(args.seconds)
+    check_output(args.json, "--json")
     if args.shots is not None:  # multi-shot clips go through the streaming (chunked, KV-cached) path
         from vidrt.longclip import cli as longclip_cli
 
@@ -81,17 +184,28 @@ def _generate(args: argparse.Namespace) -> int:
         longclip_cli._add_stream(parser)
         ns = parser.parse_args(["--shots", args.shots])
         for k in ("model", "transformer", "device", "precision", "attention", "negative_prompt", "height", "width",
-                  "steps", "guidance", "seed", "sampler", "shift", "json", "seconds", "output"):
+                  "steps", "guidance", "seed", "sampler", "shift", "json", "seconds", "output", "threads"):
             setattr(ns, k, getattr(args, k))
         if args.prompt is not None:
             raise ConfigError("give a prompt or --shots FILE, not both")
         return longclip_cli._stream(ns)
     if args.prompt is None:
         raise ConfigError("give a prompt, e.g. vidrt generate 'a red circle moves right' -o clip.mp4")
+    check_output(args.output, "-o", VIDEO_SUFFIXES)
+    single = Path(args.output).suffix.lower() in SINGLE_IMAGE_SUFFIXES
+
+    def check_single(n: int) -> None:
+        if single and n != 1:
+            raise ConfigError(f"-o {args.output}: a JPEG holds one image, not {n} frames; use --frames 1, or write "
+                              "the clip as .mp4, .gif or .png (animated)")
+
+    if args.frames is not None:
+        check_single(args.frames)
     pipe = _load(args)
     frames = args.frames
     if args.seconds is not None:
         frames = frames_for_seconds(args.seconds, pipe.defaults.fps, pipe.vae_scale_temporal)
+    check_single(pipe.defaults.num_frames if frames is None else frames)
     video = pipe(args.prompt, args.negative_prompt, num_frames=frames, height=args.height, width=args.width,
                  steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler, shift=args.shift)
     path = video.save(args.output)
@@ -100,7 +214,7 @@ def _generate(args: argparse.Namespace) -> int:
           f"{video.fps:g} fps) in {s['total_s']:.2f}s: text {s['text_s']:.2f}s, DiT {s['dit_s']:.2f}s "
           f"({s['dit_per_step_s'] * 1000:.0f} ms/step), VAE {s['vae_s']:.2f}s")
     if args.json:
-        Path(args.json).write_text(json.dumps({"output": str(path), "prompt": args.prompt, **s}, indent=2))
+        write_text(args.json, json.dumps({"output": str(path), "prompt": args.prompt, **s}, indent=2))
     return 0
 
 
@@ -118,6 +232,7 @@ def _info(args: argparse.Namespace) -> int:
     from vidrt.attention import available_backends
     from vidrt.pipeline import embedded_model_path
 
+    check_output(args.json, "--json")
     report = {
         "vidrt": vidrt.__version__, "python": platform.python_version(), "torch": torch.__version__,
         "cuda_available": torch.cuda.is_available(),
@@ -140,7 +255,7 @@ def _info(args: argparse.Namespace) -> int:
         else:
             print(f"{k}: {v}")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        write_text(args.json, json.dumps(report, indent=2))
     return 0
 
 

@@ -6,7 +6,11 @@ batched CFG) are settings on it, each compared against the exact path (fp32, sdp
 from __future__ import annotations
 
 import logging
+import math
+import operator
 import time
+from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,7 +22,7 @@ from tqdm.auto import tqdm
 from vidrt.attention import check_backend
 from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_vae,
                                     resolve_layout)
-from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError
+from vidrt.errors import CheckpointError, ConfigError, LatencyError, PromptError, ShapeError
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
 from vidrt.video import Video, to_frames
@@ -45,7 +49,10 @@ class GenerationDefaults:
     negative_prompt: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "GenerationDefaults":
+    def from_dict(cls, d: dict, where: str = "vidrt.json") -> "GenerationDefaults":
+        from vidrt.models.config_types import check_config, field_types
+
+        check_config(d, field_types(cls), where)
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -132,7 +139,7 @@ class Pipeline:
                 raise CheckpointError(f"the embedded default model is not in this build ({path} is empty); "
                                       "pass a checkpoint folder, or reinstall vidrt from a release")
         layout = resolve_layout(path)
-        defaults = GenerationDefaults.from_dict(layout.defaults)
+        defaults = GenerationDefaults.from_dict(layout.defaults, where=str(layout.root / "vidrt.json"))
         t0 = time.perf_counter()
         dit = load_transformer(layout.transformer, dtype=dtype, device=dev)
         if transformer is not None:
@@ -179,8 +186,19 @@ class Pipeline:
 
     # ------------------------------------------------------------------ text
     def encode_prompts(self, prompts: Sequence[str], max_sequence_length: Optional[int] = None) -> torch.Tensor:
-        ctx = self.text_encoder.encode(list(prompts), max_sequence_length or self.defaults.max_sequence_length)
+        n = self.defaults.max_sequence_length if max_sequence_length is None else self._text_len(max_sequence_length)
+        ctx = self.text_encoder.encode(list(prompts), n)
         return ctx.to(self.device, self.dtype)
+
+    def _text_len(self, n) -> int:
+        """``max_sequence_length`` checked against the text encoder's limit (the length its checkpoint was made for)."""
+        n = _whole("max_sequence_length", n)
+        limit = getattr(self.text_encoder, "max_length", None)
+        if n < 1 or (limit is not None and n > limit):
+            span = f"1..{limit} (the text encoder's limit)" if limit is not None else "at least 1"
+            raise ConfigError(f"max_sequence_length={n}; use {span}, or None for the model's "
+                              f"{self.defaults.max_sequence_length}")
+        return n
 
     # ------------------------------------------------------------------ generation
     @torch.no_grad()
@@ -224,30 +242,77 @@ class Pipeline:
         LatencyError before any work. ``deadline`` (a ``time.time()`` instant) stops denoising cleanly
         when reached and decodes the current estimate; ``stats["stopped"]`` says how far it got.
         """
-        from vidrt.caching.policy import make_cache
+        from vidrt.caching.policy import CachePlan, make_cache, parse_policy
+        from vidrt.caching.step_cache import BlockStackCache
         from vidrt.samplers import make_sampler
 
+        # every argument checked here, before any work (text encoding, the latency plan's calibration)
         d = self.defaults
         single = isinstance(prompt, str)
-        prompts = [prompt] if single else list(prompt)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ConfigError("prompt must be a string or a non-empty list of strings")
+        prompts = _strings("prompt", prompt)
+        if any(not p.strip() for p in prompts):
+            logger.warning("empty prompt: the clip is generated without text conditioning; describe a scene "
+                           "to steer it")
+        if negative_prompt is None:
+            negative_prompt = d.negative_prompt
+        negs = _strings("negative_prompt", negative_prompt)
+        if isinstance(negative_prompt, str):
+            negs = negs * len(prompts)
+        if len(negs) != len(prompts):
+            raise ConfigError(f"{len(negs)} negative prompts for {len(prompts)} prompts; give one or one per prompt")
         if output not in ("video", "latent"):
             raise ConfigError(f"output={output!r}; use 'video' or 'latent'")
-        num_frames = d.num_frames if num_frames is None else int(num_frames)
-        height = d.height if height is None else int(height)
-        width = d.width if width is None else int(width)
-        steps = d.steps if steps is None else int(steps)
-        guidance = d.guidance if guidance is None else float(guidance)
+        num_frames = d.num_frames if num_frames is None else _whole("num_frames", num_frames)
+        height = d.height if height is None else _whole("height", height)
+        width = d.width if width is None else _whole("width", width)
+        steps = d.steps if steps is None else _whole("steps", steps)
+        guidance = d.guidance if guidance is None else _number(
+            "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
         if steps < 1:
             raise ConfigError(f"steps={steps}; use at least 1 denoising step")
+        if shift is not None:
+            shift = _number("shift", shift, "use a number such as 3.0, or None for the checkpoint's flow_shift")
+        if max_sequence_length is not None:
+            max_sequence_length = self._text_len(max_sequence_length)
         shape = self.latent_shape(len(prompts), num_frames, height, width)
         cfg = guidance > 1.0
         if guidance_interval is not None:
-            lo, hi = (float(v) for v in guidance_interval)
+            try:
+                lo, hi = (float(v) for v in guidance_interval)
+            except (TypeError, ValueError):
+                lo = hi = math.nan
             if not 0.0 <= lo < hi:
-                raise ConfigError(f"guidance_interval={guidance_interval}; give (sigma_lo, sigma_hi) with "
+                raise ConfigError(f"guidance_interval={_got(guidance_interval)}; give (sigma_lo, sigma_hi) with "
                                   "0 <= sigma_lo < sigma_hi, e.g. (0.0, 0.8)")
+        if cache is not None and not isinstance(cache, (str, CachePlan, BlockStackCache)):
+            raise ConfigError(f"cache={_got(cache)}; use a policy name: 'teacache', 'first_block', 'cfg', "
+                              "a combination like 'teacache+cfg', or None")
+        if cache_threshold is not None:
+            cache_threshold = _number("cache_threshold", cache_threshold, "use a number >= 0 (0 = always compute)")
+            if (cache_threshold and latency_target is None and not isinstance(cache, (CachePlan, BlockStackCache))
+                    and not {"teacache", "first_block"} & set(parse_policy(cache))):
+                logger.warning("cache_threshold=%g has no effect without a block-stack cache; pass "
+                               "cache='teacache' or 'first_block' to use it", cache_threshold)
+        if latency_target is not None:
+            latency_target = _number("latency_target", latency_target,
+                                     "give a time budget in seconds, a number > 0, e.g. latency_target=30")
+            if latency_target <= 0:
+                raise ConfigError(f"latency_target={latency_target:g} must be > 0 seconds, e.g. latency_target=30")
+        if deadline is not None:
+            deadline = _number("deadline", deadline, "give a time.time() instant, e.g. deadline=time.time() + 60")
+        if latents is None:
+            seed = _whole("seed", seed)
+            if not -2**63 <= seed < 2**64:
+                raise ConfigError(f"seed={seed} is out of range; use an integer in [-2**63, 2**64), e.g. seed=0")
+        elif not isinstance(latents, torch.Tensor):
+            raise ConfigError(f"latents must be a torch.Tensor of shape {shape}, not {type(latents).__name__} "
+                              "(convert with torch.as_tensor), or None to draw them from seed")
+        elif tuple(latents.shape) != shape:
+            raise ShapeError(f"latents have shape {tuple(latents.shape)} but {num_frames} frames at {height}x{width} "
+                             f"for {len(prompts)} prompt(s) need {shape}")
+        elif not torch.isfinite(latents).all():
+            raise ConfigError("latents contain NaN/inf; pass finite initial noise, e.g. torch.randn(shape), or None")
+
         schedule = None
         if deadline is not None and time.time() >= deadline:
             raise LatencyError(f"deadline already passed ({time.time() - deadline:.2f}s ago); nothing was run")
@@ -258,98 +323,98 @@ class Pipeline:
             logger.info("latency target %.2fs: %s (predicted %.2fs)", latency_target, p.label(), schedule.predicted_s)
 
         if latents is None:
-            gen = torch.Generator("cpu").manual_seed(int(seed))
+            gen = torch.Generator("cpu").manual_seed(seed)
             latents = torch.randn(shape, generator=gen, dtype=torch.float32)
-        elif tuple(latents.shape) != shape:
-            raise ShapeError(f"latents have shape {tuple(latents.shape)} but {num_frames} frames at {height}x{width} "
-                             f"for {len(prompts)} prompt(s) need {shape}")
         latents = latents.to(self.device, torch.float32)
         stats: dict[str, Any] = {"precision": self.precision, "attention": self.attention, "steps": steps,
                                  "guidance": guidance, "height": height, "width": width, "num_frames": num_frames,
                                  "tokens": _tokens(shape, self.transformer.config.patch_size)}
         t_start = time.perf_counter()
 
-        # text
-        if negative_prompt is None:
-            negative_prompt = d.negative_prompt
-        negs = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-        if len(negs) != len(prompts):
-            raise ConfigError(f"{len(negs)} negative prompts for {len(prompts)} prompts; give one or one per prompt")
-        t0 = time.perf_counter()
-        ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
-        stats["text_s"] = time.perf_counter() - t0
+        with _out_of_memory_as_error(f"{num_frames} frames at {height}x{width} ({stats['tokens']} tokens, "
+                                     f"batch {len(prompts)})"):
+            # text
+            t0 = time.perf_counter()
+            ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
+            stats["text_s"] = time.perf_counter() - t0
 
-        # denoise
-        t0 = time.perf_counter()
-        smp = make_sampler(sampler or d.sampler, steps, shift=shift if shift is not None else d.shift,
-                           config=self.scheduler_config, device=self.device)
-        dit = self.transformer
-        b = len(prompts)
-        plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients, cfg_interval=cfg_interval)
-        kv_all = dit.prepare_context(ctx)
-        kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
-        kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
-        controller = None
-        if schedule is not None:
-            from vidrt.caching.scheduler import Controller
+            # denoise
+            t0 = time.perf_counter()
+            smp = make_sampler(sampler or d.sampler, steps, shift=shift if shift is not None else d.shift,
+                               config=self.scheduler_config, device=self.device)
+            dit = self.transformer
+            b = len(prompts)
+            plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients,
+                              cfg_interval=cfg_interval)
+            kv_all = dit.prepare_context(ctx)
+            kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
+            kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
+            controller = None
+            if schedule is not None:
+                from vidrt.caching.scheduler import Controller
 
-            budget = schedule.target_s - (time.perf_counter() - t_start) - schedule.decode_s
-            controller = Controller(schedule, budget, time.perf_counter())
-        x0_estimate = None
-        bar = tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False)
-        for i, t in enumerate(smp.timesteps):
-            if deadline is not None and time.time() >= deadline and x0_estimate is not None:
-                logger.warning("deadline reached after %d of %d steps; decoding the current estimate", i, steps)
-                stats["stopped"] = {"reason": "deadline", "completed_steps": i, "steps": steps}
-                latents = x0_estimate
-                break
-            x = latents.to(self.dtype)
-            guided = cfg and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
-            full_cfg = guided and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
-            if plan.block is not None:
-                plan.block.begin_step(i, steps, [["cond"] * b + ["uncond"] * b] if full_cfg and self.batch_cfg
-                                      else [["cond"] * b, ["uncond"] * b])
-            if full_cfg and self.batch_cfg:
-                out = dit(torch.cat([x, x]), t.expand(2 * b).to(self.device), context_kv=kv_all,
-                          step_cache=plan.block)
-                cond, uncond = out[:b], out[b:]
-            else:
-                ts = t.expand(b).to(self.device)
-                cond = dit(x, ts, context_kv=kv_cond, step_cache=plan.block)
-                uncond = dit(x, ts, context_kv=kv_uncond, step_cache=plan.block) if full_cfg else None
-            if guided and plan.cfg is not None:
-                if full_cfg:
-                    plan.cfg.record(cond, uncond)
+                budget = schedule.target_s - (time.perf_counter() - t_start) - schedule.decode_s
+                controller = Controller(schedule, budget, time.perf_counter())
+            x0_estimate = None
+            bar = tqdm(total=steps, desc="denoise", unit="step", disable=not progress, leave=False)
+            for i, t in enumerate(smp.timesteps):
+                if deadline is not None and time.time() >= deadline and x0_estimate is not None:
+                    logger.warning("deadline reached after %d of %d steps; decoding the current estimate", i, steps)
+                    stats["stopped"] = {"reason": "deadline", "completed_steps": i, "steps": steps}
+                    latents = x0_estimate
+                    break
+                x = latents.to(self.dtype)
+                guided = cfg and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
+                full_cfg = guided and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
+                if plan.block is not None:
+                    plan.block.begin_step(i, steps, [["cond"] * b + ["uncond"] * b] if full_cfg and self.batch_cfg
+                                          else [["cond"] * b, ["uncond"] * b])
+                if full_cfg and self.batch_cfg:
+                    out = dit(torch.cat([x, x]), t.expand(2 * b).to(self.device), context_kv=kv_all,
+                              step_cache=plan.block)
+                    cond, uncond = out[:b], out[b:]
                 else:
-                    uncond = plan.cfg.estimate(cond)
-            pred = uncond + guidance * (cond - uncond) if guided else cond
-            if deadline is not None:
-                x0_estimate = latents - smp.sigma_at(i) * pred.float()
-            latents = smp.step(pred, i, latents)
-            if controller is not None:
-                controller.after_step(i, plan.block)
-            bar.update()
-        bar.close()
-        if schedule is not None:
-            stats["schedule"] = schedule.as_dict()
-        if cache:
-            stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
-                              "threshold": cache_threshold, **plan.stats()}
-        stats["dit_s"] = time.perf_counter() - t0
-        stats["dit_per_step_s"] = stats["dit_s"] / steps
-        if output == "latent":
-            return latents
+                    ts = t.expand(b).to(self.device)
+                    cond = dit(x, ts, context_kv=kv_cond, step_cache=plan.block)
+                    uncond = dit(x, ts, context_kv=kv_uncond, step_cache=plan.block) if full_cfg else None
+                if guided and plan.cfg is not None:
+                    if full_cfg:
+                        plan.cfg.record(cond, uncond)
+                    else:
+                        uncond = plan.cfg.estimate(cond)
+                pred = uncond + guidance * (cond - uncond) if guided else cond
+                if deadline is not None:
+                    x0_estimate = latents - smp.sigma_at(i) * pred.float()
+                latents = smp.step(pred, i, latents)
+                if controller is not None:
+                    controller.after_step(i, plan.block)
+                bar.update()
+            bar.close()
+            if not torch.isfinite(latents).all():  # one check (one host sync) for the whole loop
+                done = stats.get("stopped", {}).get("completed_steps", steps)
+                overflow = "" if self.precision == "fp32" else f", or {self.precision} overflowed: try precision='fp32'"
+                raise CheckpointError(f"the denoised latents contain NaN/inf after {done} step(s): the checkpoint "
+                                      f"may be corrupt (re-download or re-convert it){overflow}")
+            if schedule is not None:
+                stats["schedule"] = schedule.as_dict()
+            if cache:
+                stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
+                                  "threshold": cache_threshold, **plan.stats()}
+            stats["dit_s"] = time.perf_counter() - t0
+            stats["dit_per_step_s"] = stats["dit_s"] / steps
+            if output == "latent":
+                return latents
 
-        # decode
-        t0 = time.perf_counter()
-        videos = self.decode(latents, progress=progress)
-        stats["vae_s"] = time.perf_counter() - t0
-        stats["total_s"] = time.perf_counter() - t_start
-        if schedule is not None:
-            stats["schedule"]["actual_s"] = stats["total_s"]
-        out = [Video(to_frames(v), fps=d.fps, prompt=p, stats=dict(stats), latents=latents[j:j + 1].cpu())
-               for j, (v, p) in enumerate(zip(videos, prompts))]
-        return out[0] if single else out
+            # decode
+            t0 = time.perf_counter()
+            videos = self.decode(latents, progress=progress)
+            stats["vae_s"] = time.perf_counter() - t0
+            stats["total_s"] = time.perf_counter() - t_start
+            if schedule is not None:
+                stats["schedule"]["actual_s"] = stats["total_s"]
+            out = [Video(to_frames(v), fps=d.fps, prompt=p, stats=dict(stats), latents=latents[j:j + 1].cpu())
+                   for j, (v, p) in enumerate(zip(videos, prompts))]
+            return out[0] if single else out
 
     def stream(self, shots, seconds: Optional[float] = None, latency_target: Optional[float] = None, **kw):
         """Long clips chunk by chunk: yields parts (decoded frames, timings, real-time factor) as they finish.
@@ -358,8 +423,12 @@ class Pipeline:
         run chunk-wise with a KV cache; bidirectional ones fall back to sliding windows. See
         :func:`vidrt.longclip.stream.stream` for every option.
         """
+        from vidrt.longclip import Shot
         from vidrt.longclip.stream import stream
 
+        if not isinstance(shots, (str, Path, Shot, list, tuple)):
+            raise PromptError(f"shots={_got(shots)}; give a prompt, a Shot, a list of them, or a shot-list file "
+                              "(.yaml/.json)")
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int,
@@ -406,3 +475,58 @@ def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, int, in
 def _tokens(shape: Sequence[int], patch: Sequence[int]) -> int:
     t, h, w = token_grid(shape, patch)
     return t * h * w
+
+
+def _got(value) -> str:
+    """A value for an error message: its repr when short, else its type."""
+    r = repr(value)
+    return r if len(r) <= 40 else f"a {type(value).__name__}"
+
+
+def _strings(name: str, value) -> list[str]:
+    """A prompt argument (a string or a non-empty list of strings) as a list; a ConfigError otherwise."""
+    items = ([value] if isinstance(value, str) else
+             list(value) if isinstance(value, Iterable) and not isinstance(value, (bytes, dict)) else [])
+    if not items or not all(isinstance(p, str) for p in items):
+        raise ConfigError(f"{name} must be a string or a non-empty list of strings, not {_got(value)}")
+    return items
+
+
+def _whole(name: str, value) -> int:
+    """An integer argument (numpy ints and 32.0 pass); a ConfigError for strings, bools, fractions, NaN."""
+    if not isinstance(value, (bool, str, bytes)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            f = math.nan
+        if f.is_integer():
+            return int(f)
+    raise ConfigError(f"{name}={_got(value)}; pass a whole number (an int)")
+
+
+def _number(name: str, value, fix: str) -> float:
+    """A finite float argument; a ConfigError saying ``fix`` for strings, bools, NaN and inf."""
+    try:
+        v = math.nan if isinstance(value, (bool, str, bytes)) else float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v):
+        raise ConfigError(f"{name}={_got(value)}; {fix}")
+    return v
+
+
+@contextmanager
+def _out_of_memory_as_error(what: str):
+    """Re-raise an allocator failure in the block as a ShapeError naming the size; other errors pass unchanged."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError too
+        msg = str(e)
+        if not (isinstance(e, torch.cuda.OutOfMemoryError) or "can't allocate memory" in msg
+                or "out of memory" in msg.lower()):
+            raise
+        raise ShapeError(f"out of memory generating {what}; lower the size, frames or batch") from e

@@ -34,7 +34,10 @@ def is_quantized(precision: str) -> bool:
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """A usable torch device, or a DeviceError naming what is available."""
-    dev = torch.device(device or "cpu")
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError, ValueError):  # 'tpu', 'gpu', 'cuda:-1'
+        raise DeviceError(f"unknown device {device!r}; use 'cpu', 'cuda' or 'cuda:N'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {str(dev)!r} requested but CUDA is not available here (torch "
                           f"{torch.__version__}, no GPU visible); use device='cpu'")
@@ -83,6 +86,8 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
 
 def check_plain_precision(precision: str, device: torch.device, what: str) -> torch.dtype:
     """Like check_precision for components that take plain dtypes only (VAE, text encoder)."""
+    if precision not in DTYPES and precision not in QUANT_MODES:
+        raise ConfigError(f"unknown {what} precision {precision!r}; the {what} takes one of {', '.join(DTYPES)}")
     if precision in QUANT_MODES:
         raise ConfigError(f"{what} precision {precision!r} is a quantized DiT mode; the {what} takes one of "
                           f"{', '.join(DTYPES)}")

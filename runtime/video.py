@@ -10,6 +10,10 @@ import torch
 
 from vidrt.errors import ConfigError, ShapeError
 
+# What Video.save writes; JPEG holds a single image, .png / .webp are animated when the clip has several frames.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".gif", ".png", ".webp", ".jpg", ".jpeg")
+SINGLE_IMAGE_SUFFIXES = (".jpg", ".jpeg")
+
 
 def from_frames(frames: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 frames -> (3, T, H, W) float video in [-1, 1] (what the VAE encodes; ``to_frames``
@@ -46,24 +50,27 @@ class Video:
         return self.num_frames / self.fps
 
     def save(self, path: str | Path, quality: int = 8) -> Path:
-        """Write .mp4 (H.264 via imageio-ffmpeg), .gif, or .png/.jpg (first frame; the image of a 1-frame video)."""
+        """Write .mp4 (H.264 via imageio-ffmpeg), .gif, .png/.webp (animated when the clip has several frames, like
+        ``vidrt stream``'s PNGs), or .jpg (a 1-frame video only)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         suffix = path.suffix.lower()
-        if suffix in (".png", ".jpg", ".jpeg", ".webp"):
-            from PIL import Image
-
-            Image.fromarray(self.frames[0]).save(path)
-        elif suffix == ".gif":
-            from PIL import Image
-
-            imgs = [Image.fromarray(f) for f in self.frames]
-            imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / self.fps), loop=0)
-        elif suffix in (".mp4", ".mkv", ".mov"):
+        if suffix not in VIDEO_SUFFIXES:
+            raise ConfigError(f"cannot save {path.name}: use .mp4, .gif or .png/.jpg")
+        if suffix in SINGLE_IMAGE_SUFFIXES and self.num_frames != 1:
+            raise ConfigError(f"cannot save {self.num_frames} frames as {path.name}: a JPEG holds one image; use "
+                              ".mp4, .gif or .png (animated)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if suffix in (".mp4", ".mkv", ".mov"):
             from vidrt.mp4 import Mp4Writer
 
             with Mp4Writer(path, fps=self.fps, quality=quality) as w:
                 w.write(self.frames)
         else:
-            raise ConfigError(f"cannot save {path.name}: use .mp4, .gif or .png/.jpg")
+            from PIL import Image
+
+            imgs = [Image.fromarray(f) for f in self.frames]
+            if len(imgs) == 1 and suffix != ".gif":
+                imgs[0].save(path)
+            else:
+                imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=int(1000 / self.fps), loop=0)
         return path

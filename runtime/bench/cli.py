@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from vidrt.cli import command
+from vidrt.cli import PLOT_SUFFIXES, check_output, command, require_module, write_text
 
 EPILOG = """examples:
   vidrt bench --model default --shapes 64x64x33 --steps 20 --baseline diffusers --json r.json --plot r.png
@@ -77,9 +77,21 @@ def _bench(args: argparse.Namespace) -> int:
     from vidrt.bench.runner import BenchConfig, parse_batches, parse_shapes, run_bench
 
     if args.compare:
+        if not args.min_change >= 0:
+            from vidrt.errors import ConfigError
+
+            raise ConfigError(f"--min-change {args.min_change:g}: give the smallest relative change that counts as 0 "
+                              "or more, e.g. --min-change 0.05 (5%)")
         res = cmp.compare(cmp.load(args.compare[0]), cmp.load(args.compare[1]), args.min_change)
         print(cmp.format_comparison(res, args.show_noise))
         return 1 if res.regressions else 0
+    check_output(args.json, "--json")
+    check_output(args.markdown, "--markdown")
+    check_output(args.plot, "--plot", PLOT_SUFFIXES)
+    if args.plot:  # fail before measuring, not after
+        require_module("matplotlib", "--plot", "bench", "drop --plot")
+    if args.baseline == "diffusers":
+        require_module("diffusers", "--baseline diffusers", "bench", "drop --baseline")
     cfg = BenchConfig(
         model=args.model, shapes=parse_shapes(args.shapes) if args.shapes else None, steps=args.steps,
         batches=parse_batches(args.batch), precision=args.precision, attention=args.attention, backend=args.backend,
@@ -87,25 +99,15 @@ def _bench(args: argparse.Namespace) -> int:
         guidance=args.guidance, seed=args.seed, text_len=args.text_len, threads=args.threads, quality=args.quality,
         workdir=Path(args.workdir) if args.workdir else None,
         command="vidrt " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None)
-    if args.plot:  # fail before measuring, not after
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            from vidrt.errors import BackendUnavailableError
-
-            raise BackendUnavailableError("--plot needs matplotlib, which is not installed; "
-                                          "pip install 'vidrt[bench]' (or matplotlib), or drop --plot") from None
     doc = run_bench(cfg, progress=not args.no_progress)
     print(_summary(doc))
     for note in doc["notes"]:
         print(f"note: {note}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        write_text(args.json, json.dumps(doc, indent=2) + "\n")
         print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(report.markdown(doc))
+        write_text(args.markdown, report.markdown(doc))
         print(f"wrote {args.markdown}")
     if args.plot:
         print(f"wrote {report.plot(doc, args.plot)}")

@@ -111,6 +111,9 @@ def check_config(cfg: BenchConfig) -> None:
         raise ConfigError(f"--warmup {cfg.warmup} --repeats {cfg.repeats}: need warmup >= 0 and repeats >= 1")
     if cfg.steps is not None and cfg.steps < 1:
         raise ConfigError(f"--steps {cfg.steps}: use at least 1 denoising step")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"--threads {cfg.threads}: must be at least 1; give a positive number, or leave --threads "
+                          "out for torch's default")
 
 
 @dataclass
@@ -220,12 +223,17 @@ def _is_exact(tgt: VidrtTarget) -> bool:
     return s["precision"] == "fp32" and s["attention"] == "sdpa" and s["cache"] == "none" and s["backend"] == "torch"
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    msg = str(e).lower()
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in msg or "can't allocate" in msg
+
+
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Run every case of ``cfg`` and return the ``vidrt.bench/1`` document (validated)."""
     from vidrt.pipeline import Pipeline
 
     check_config(cfg)
-    if cfg.threads:
+    if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     model = resolve_model(cfg.model, cfg.workdir)
     pipe = Pipeline.from_pretrained(model.path, device=cfg.device, precision=cfg.precision, attention=cfg.attention)
@@ -268,9 +276,17 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     for req in reqs:
         bar.set_description(f"{req.height}x{req.width}x{req.frames} b{req.batch}")
         shape = ours.latent_shape(req)
-        latents = make_latents(shape, cfg.seed)
         tokens = ours.tokens(req)
-        ms = measure_case(targets, req, latents, cfg.warmup, cfg.repeats, bar)
+        try:
+            latents = make_latents(shape, cfg.seed)
+            ms = measure_case(targets, req, latents, cfg.warmup, cfg.repeats, bar)
+        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError too
+            if not _out_of_memory(e):
+                raise
+            bar.close()
+            why = (str(e).splitlines() or [type(e).__name__])[0][:200]
+            raise ShapeError(f"{req.height}x{req.width}x{req.frames} at batch {req.batch} needs more memory than "
+                             f"this machine has ({why}); lower --shapes (or --batch)") from None
         results = [_result(t, m, req, tokens) for t, m in zip(targets, ms)]
         ref_frames = None
         if exact is ours:

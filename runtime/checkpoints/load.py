@@ -16,6 +16,7 @@ import torch
 from vidrt.checkpoints import wan_original
 from vidrt.checkpoints.state import LazyStateDict, load_into, weight_files
 from vidrt.errors import CheckpointError
+from vidrt.models.config_types import check_config
 from vidrt.models.dit import DiTConfig, WanDiT
 
 logger = logging.getLogger(__name__)
@@ -40,12 +41,15 @@ class CheckpointLayout:
 
 
 def _read_json(path: Path) -> dict:
+    """A json file holding an object (every json of a checkpoint does)."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckpointError(f"{path} is missing; the checkpoint folder is incomplete") from None
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path} is not valid JSON ({e}); the file is corrupt, re-download it") from None
+    check_config(data, {}, path)
+    return data
 
 
 def resolve_layout(path: str | Path) -> CheckpointLayout:
@@ -62,12 +66,21 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
         index = _read_json(root / "model_index.json")
         missing = [c for c in ("transformer", "vae", "text_encoder", "tokenizer") if not (root / c).is_dir()]
         if missing:
+            # components are the [library, class] entries that name a library (not flags like boundary_ratio)
+            components = sorted(k for k, v in index.items() if isinstance(v, list) and v and v[0] is not None)
             raise CheckpointError(f"diffusers folder {root} lacks component folder(s) {', '.join(missing)} "
-                                  f"named in model_index.json ({sorted(k for k in index if not k.startswith('_'))})")
+                                  f"(its model_index.json names {', '.join(components) or 'none'}); copy the "
+                                  "missing folder(s) from the original checkpoint, or download / export it again")
         sched = root / "scheduler" / "scheduler_config.json"
+        if sched.is_file():
+            scheduler = _read_json(sched)
+        else:
+            logger.warning("%s has no scheduler/scheduler_config.json; using vidrt's default Wan 2.1 scheduler "
+                           "(UniPC, flow_shift %s). Copy scheduler/ from the original checkpoint to use its own",
+                           root, DEFAULT_SCHEDULER["flow_shift"])
+            scheduler = dict(DEFAULT_SCHEDULER)
         return CheckpointLayout("diffusers", root, root / "transformer", root / "vae", root / "text_encoder",
-                                root / "tokenizer", _read_json(sched) if sched.is_file() else dict(DEFAULT_SCHEDULER),
-                                defaults)
+                                root / "tokenizer", scheduler, defaults)
     cfg = root / "config.json"
     if cfg.is_file() and "dim" in _read_json(cfg):
         vae = next(iter(sorted(root.glob("*VAE*.pth"))), root / "Wan2.1_VAE.pth")
@@ -101,9 +114,9 @@ def load_transformer(source: str | Path, *, dtype: torch.dtype = torch.float32, 
         cfg, files = base_config, [src]
         extra = src.with_suffix(".json")
         if extra.is_file():  # a config beside the file (e.g. causal num_frame_per_block) wins
-            cfg = DiTConfig.from_dict({**base_config.to_dict(), **_read_json(extra)})
+            cfg = DiTConfig.from_dict({**base_config.to_dict(), **_read_json(extra)}, where=str(extra))
     else:
-        cfg = DiTConfig.from_dict(_read_json(src / "config.json"))
+        cfg = DiTConfig.from_dict(_read_json(src / "config.json"), where=str(src / "config.json"))
         files = weight_files(src, stem=None)
     state = LazyStateDict(files)
     rename = wan_original.dit_key_from_original if wan_original.is_original_dit_state(state.keys()) else None
@@ -123,12 +136,13 @@ def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, de
     from vidrt.models.vae import VAEConfig, WanVAE
 
     if layout.kind == "diffusers":
-        cfg = VAEConfig.from_dict(_read_json(layout.vae / "config.json"))
+        cfg = VAEConfig.from_dict(_read_json(layout.vae / "config.json"), where=str(layout.vae / "config.json"))
         state, rename = LazyStateDict(weight_files(layout.vae)), None
     else:
         state = LazyStateDict([layout.vae])
         side = layout.root / "vae_config.json"  # optional: latents mean/std of a non-standard VAE
-        cfg = VAEConfig.from_dict(_read_json(side)) if side.is_file() else vae_config_from_original_state(state)
+        cfg = (VAEConfig.from_dict(_read_json(side), where=str(side)) if side.is_file()
+               else vae_config_from_original_state(state))
         rename = vae_key_renamer(cfg)
     with torch.device("meta"):
         vae = WanVAE(cfg)
@@ -140,17 +154,37 @@ def load_vae(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32, de
 # ----------------------------------------------------------------------------- text encoder
 
 
-def load_text_encoder(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32,
-                      device: str | torch.device = "cpu", max_length: int = 512):
-    from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
-
-    from vidrt.models.text import TextEncoder
+def load_tokenizer(folder: Path):
+    """A transformers tokenizer from a checkpoint's (or an ONNX export's) tokenizer folder; a CheckpointError
+    naming the broken file and the fix."""
+    from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(layout.tokenizer))
-    except Exception as e:
-        raise CheckpointError(f"cannot load the tokenizer from {layout.tokenizer}: {e}") from None
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # noqa: BLE001 -- whatever transformers raises, the folder is the user's
+        for f in sorted(Path(folder).glob("*.json")):
+            try:
+                json.loads(f.read_text())
+            except (ValueError, OSError) as bad:
+                raise CheckpointError(f"cannot load the tokenizer from {folder}: {f.name} is not valid JSON "
+                                      f"({bad}); the file is corrupt: copy it from the original checkpoint "
+                                      "(or download / export the model again)") from None
+        raise CheckpointError(f"cannot load the tokenizer from {folder} ({type(e).__name__}: {e}); the folder needs "
+                              "tokenizer.json (or the sentencepiece model) and tokenizer_config.json: copy tokenizer/ "
+                              "from the original checkpoint") from None
+
+
+def load_text_encoder(layout: CheckpointLayout, *, dtype: torch.dtype = torch.float32,
+                      device: str | torch.device = "cpu", max_length: int = 512):
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from vidrt.models.text import UMT5_CONFIG_TYPES, TextEncoder
+
+    tokenizer = load_tokenizer(layout.tokenizer)
     if layout.kind == "diffusers":
+        cfg_file = layout.text_encoder / "config.json"
+        if cfg_file.is_file():
+            check_config(_read_json(cfg_file), UMT5_CONFIG_TYPES, cfg_file)
         try:
             cfg = UMT5Config.from_pretrained(str(layout.text_encoder))
         except Exception as e:

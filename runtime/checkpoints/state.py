@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
@@ -88,7 +89,15 @@ def _open(path: Path):
             from safetensors import safe_open
 
             return safe_open(str(path), framework="pt", device="cpu")
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        if not zipfile.is_zipfile(path):  # not torch.save's zip format: a legacy torch.save file (no mmap) or junk
+            try:
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 -- torch's own advice about this would mislead
+                raise CheckpointError(f"{path} is not a readable PyTorch/safetensors checkpoint; pass a .safetensors "
+                                      "file or a torch.save(model.state_dict()) file (re-download it if it should "
+                                      "be one)") from None
+        else:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
     except CheckpointError:
         raise
     except Exception as e:  # corrupt or truncated file, or a pickle with arbitrary objects

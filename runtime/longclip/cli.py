@@ -14,9 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from vidrt.cli import _add_model_args, _load, command
+from vidrt.cli import _add_model_args, _load, check_output, check_positive, check_seconds, command, write_text
 from vidrt.errors import ConfigError
 from vidrt.models.dit import COMMIT_CONTEXTS
+
+# what save_stream's progressive writer (imageio) writes; .png is an animated PNG
+STREAM_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif", ".png")
 
 
 def _add_stream(p: argparse.ArgumentParser) -> None:
@@ -25,7 +28,7 @@ def _add_stream(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=None,
                    help="clip length (a prompt: default 5; a shot list: rescales its lengths to this total)")
     _add_model_args(p)
-    p.add_argument("-o", "--output", default="long.mp4", help="MP4 written progressively")
+    p.add_argument("-o", "--output", default="long.mp4", help="MP4 written progressively (or .gif, .png)")
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)
@@ -59,6 +62,14 @@ def _stream(args: argparse.Namespace) -> int:
     if (args.prompt is None) == (args.shots is None):
         raise ConfigError("give a prompt or --shots FILE (not both), e.g. vidrt stream 'a red circle moves right' "
                           "--seconds 60")
+    check_positive(args, "threads", "steps", "height", "width", "chunk_frames", "max_sequence_length")
+    check_seconds(args.seconds)
+    if args.shots is not None:
+        from vidrt.longclip.shots import load_shots
+
+        load_shots(args.shots)  # a missing or malformed shot list fails here, before the model loads
+    check_output(args.output, "-o", STREAM_SUFFIXES)
+    check_output(args.json, "--json")
     source = Path(args.shots) if args.shots else args.prompt
     seconds = args.seconds if args.seconds is not None or args.shots else 5.0
     if args.model is None and args.transformer is None:
@@ -98,7 +109,7 @@ def _stream(args: argparse.Namespace) -> int:
           f"{summary.mode}) in {summary.total_s:.2f}s: first chunk after {summary.time_to_first_s:.2f}s, "
           f"real-time factor {summary.realtime_factor:.3f}x")
     if args.json:
-        Path(args.json).write_text(json.dumps({
+        write_text(args.json, json.dumps({
             "output": str(summary.path), "frames": summary.frames, "seconds": summary.seconds, "mode": summary.mode,
             "total_s": summary.total_s, "time_to_first_s": summary.time_to_first_s,
             "realtime_factor": summary.realtime_factor, "chunks": records}, indent=2))

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from vidrt.errors import ConfigError, PromptError
 
@@ -36,10 +37,17 @@ class Shot:
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise PromptError(f"a shot needs a non-empty prompt string, got {self.prompt!r}")
-        if not self.seconds > 0:
-            raise ConfigError(f"shot {self.prompt!r} has seconds={self.seconds}; give a positive length")
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)):
+            raise PromptError(f"seconds must be a number, got {self.seconds!r} (shot {self.prompt!r}); e.g. "
+                              "seconds=10")
+        if not 0 < self.seconds < math.inf:
+            raise ConfigError(f"seconds={self.seconds} is not a positive length (shot {self.prompt!r}); give e.g. "
+                              "seconds=10")
         if self.cut not in CUTS:
-            raise ConfigError(f"shot {self.prompt!r} has cut={self.cut!r}; use 'continuous' or 'hard'")
+            raise ConfigError(f"cut={self.cut!r}; use 'continuous' or 'hard' (shot {self.prompt!r})")
+        if self.negative_prompt is not None and not isinstance(self.negative_prompt, str):
+            raise PromptError(f"negative_prompt must be a string, got {self.negative_prompt!r} (shot "
+                              f"{self.prompt!r}); leave it out to use the clip's negative prompt")
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,16 @@ def _shot_from(obj, k: int) -> Shot:
         if unknown or "prompt" not in obj:
             raise PromptError(f"shot {k + 1}: {obj!r} needs a 'prompt' and may have 'seconds', 'cut', "
                               f"'negative_prompt'{'; unknown keys: ' + ', '.join(unknown) if unknown else ''}")
-        return Shot(str(obj["prompt"]), float(obj.get("seconds", 5.0)), str(obj.get("cut", "continuous")),
-                    obj.get("negative_prompt"))
+        seconds = obj.get("seconds", 5.0)
+        if not isinstance(seconds, bool):
+            try:
+                seconds = float(seconds)  # as before: a number or a quoted number ("10")
+            except (TypeError, ValueError):
+                pass  # Shot names the bad value
+        try:
+            return Shot(obj["prompt"], seconds, obj.get("cut", "continuous"), obj.get("negative_prompt"))
+        except (PromptError, ConfigError) as e:
+            raise type(e)(f"shot {k + 1}: {e}") from None
     raise PromptError(f"shot {k + 1}: {obj!r} is neither a prompt string nor a mapping with 'prompt'")
 
 
@@ -82,15 +98,18 @@ def load_shots(path: Union[str, Path]) -> list[Shot]:
     if not path.is_file():
         raise PromptError(f"shot list {path} does not exist; pass a .yaml or .json file of shots")
     text = path.read_text()
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
+        if suffix in (".yaml", ".yml"):
             import yaml
 
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
     except Exception as e:  # noqa: BLE001 -- any parse failure is the user's file
-        raise PromptError(f"shot list {path} cannot be parsed ({e}); fix the YAML/JSON syntax") from None
+        fix = ("fix the YAML/JSON syntax" if suffix in (".yaml", ".yml", ".json") else
+               f"use a .yaml/.yml or .json file (not {suffix or 'one without extension'})")
+        raise PromptError(f"shot list {path} cannot be parsed ({e}); {fix}") from None
     if isinstance(data, dict):
         data = data.get("shots")
     if not isinstance(data, list) or not data:
@@ -110,8 +129,11 @@ def as_shots(shots_or_prompt, seconds: Optional[float] = None) -> list[Shot]:
         shots = load_shots(shots_or_prompt)
     elif isinstance(shots_or_prompt, (str, Shot)):
         shots = [_shot_from(shots_or_prompt, 0)]
-    else:
+    elif isinstance(shots_or_prompt, Iterable) and not isinstance(shots_or_prompt, (bytes, Mapping)):
         shots = [_shot_from(o, k) for k, o in enumerate(shots_or_prompt)]
+    else:
+        raise PromptError(f"shots={shots_or_prompt!r}; give a prompt, a Shot, a list of them or a .yaml/.json "
+                          "shot-list path")
     if not shots:
         raise PromptError("a shot list needs at least one shot, e.g. [Shot('a red circle moves right', seconds=10)]")
     if seconds is not None:

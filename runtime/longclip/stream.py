@@ -298,7 +298,8 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
 
 def save_stream(parts, path: Union[str, Path], fps: Optional[float] = None, quality: int = 8) -> StreamSummary:
     """Write every part's frames to an MP4 as they arrive; an exception or interrupt mid-stream still
-    leaves a playable file with every finished part (the error is re-raised after closing it)."""
+    leaves a playable file with every finished part (the error is re-raised after closing it, with
+    ``kept_path`` / ``kept_frames`` attributes saying what the file holds, and a warning logged)."""
     from vidrt.mp4 import Mp4Writer
 
     path = Path(path)
@@ -317,6 +318,13 @@ def save_stream(parts, path: Union[str, Path], fps: Optional[float] = None, qual
             part_s.append(part.timings["part_s"])
             last = part
         complete = True
+    except BaseException as e:
+        # the finished frames stay in the file: say so for any failure (the CLI reports a Ctrl-C itself)
+        e.kept_path, e.kept_frames = (path if writer is not None else None), frames
+        if frames and not isinstance(e, KeyboardInterrupt):
+            logger.warning("%s holds the %d finished frames (%.2fs of video) made before the error", path, frames,
+                           frames / (fps or last.fps))
+        raise
     finally:
         if writer is not None:
             writer.close()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from vidrt.attention import MaskSpec, attention
 from vidrt.errors import CheckpointError, ShapeError
 from vidrt.kernels.reference import Rope3D, apply_rope, build_rope_3d
+from vidrt.models.config_types import check_config, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,14 @@ class DiTConfig:
         return self.num_attention_heads * self.attention_head_dim
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DiTConfig":
-        """From a diffusers or original-Wan config dict; unknown keys are logged and ignored."""
+    def from_dict(cls, d: dict[str, Any], where: str = "transformer config") -> "DiTConfig":
+        """From a diffusers or original-Wan config dict; unknown keys are logged and ignored.
+
+        ``where`` (the file it came from) names the source in errors about wrong value types."""
+        check_config(d, {}, where)
         d = dict(d)
         if "dim" in d and "num_heads" in d:  # original Wan layout (wan/modules/model.py)
+            check_config(d, _ORIGINAL_TYPES, where)
             d = _config_from_original(d)
         if d.get("image_dim") or d.get("added_kv_proj_dim"):
             raise CheckpointError("this is an image-to-video Wan transformer (image_dim / added_kv_proj_dim set); "
@@ -83,10 +88,15 @@ class DiTConfig:
         if unknown:
             logger.debug("DiTConfig ignores keys %s", unknown)
         kw = {k: v for k, v in d.items() if k in names}
-        if "patch_size" in kw:
-            kw["patch_size"] = tuple(kw["patch_size"])
+        if kw.get("patch_size") is None and "num_attention_heads" not in kw:
+            raise CheckpointError(f"{where} is not a transformer config (it has no patch_size or "
+                                  "num_attention_heads); pass a transformer folder (a diffusers transformer/ or an "
+                                  "original Wan folder), not a VAE or text encoder folder")
         if kw.get("out_channels") is None:
             kw["out_channels"] = kw.get("in_channels", cls.in_channels)
+        check_config(kw, field_types(cls), where)
+        if "patch_size" in kw:
+            kw["patch_size"] = tuple(kw["patch_size"])
         return cls(**kw)
 
     @classmethod
@@ -97,6 +107,10 @@ class DiTConfig:
         d = dataclasses.asdict(self)
         d["patch_size"] = list(self.patch_size)
         return d
+
+
+# Keys of an original Wan config.json read before conversion (the rest are checked as DiTConfig fields).
+_ORIGINAL_TYPES = {"dim": int, "num_heads": int, "ffn_dim": int, "num_layers": int}
 
 
 def _config_from_original(d: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,11 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+# Value types of the text_encoder/config.json keys that shape the UMT5 encoder (checked when loading).
+UMT5_CONFIG_TYPES = {"vocab_size": int, "d_model": int, "d_kv": int, "d_ff": int, "num_layers": int, "num_heads": int,
+                     "relative_attention_num_buckets": int, "relative_attention_max_distance": int,
+                     "layer_norm_epsilon": float, "dropout_rate": float, "feed_forward_proj": str}
+
 
 def clean_prompt(text: str) -> str:
     """HTML-unescape and collapse whitespace, as diffusers' Wan pipeline does before tokenising."""

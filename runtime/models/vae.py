@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vidrt.errors import ConfigError, ShapeError
+from vidrt.models.config_types import check_config, field_types
 
 logger = logging.getLogger(__name__)
 
@@ -105,8 +106,11 @@ class VAEConfig:
         return 1 + (video_frames - 1) // self.temporal_factor
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "VAEConfig":
-        """Build from a diffusers AutoencoderKLWan config dict; unknown keys are logged and ignored."""
+    def from_dict(cls, data: Mapping[str, Any], where: str = "VAE config") -> "VAEConfig":
+        """Build from a diffusers AutoencoderKLWan config dict; unknown keys are logged and ignored.
+
+        ``where`` (the file it came from) names the source in errors about wrong value types."""
+        check_config(data, {}, where)
         known = {f.name for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():
@@ -119,6 +123,7 @@ class VAEConfig:
                                       f"support; use a Wan 2.1 VAE ({key}={cls._UNSUPPORTED[key]!r})")
             elif key not in cls._DERIVED:
                 logger.debug("VAE config: ignoring unknown key %r", key)
+        check_config(kwargs, field_types(cls), where)
         config = cls(**kwargs)
         for key, have in (("scale_factor_temporal", config.temporal_factor),
                           ("scale_factor_spatial", config.spatial_factor)):
@@ -137,7 +142,7 @@ class VAEConfig:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read VAE config {path}: {exc}; point to a diffusers vae/config.json") from exc
-        return cls.from_dict(data)
+        return cls.from_dict(data, where=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The diffusers-style dict (lists, not tuples)."""

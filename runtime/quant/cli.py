@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidrt.cli import command
+from vidrt.cli import PLOT_SUFFIXES, check_output, check_positive, command, read_prompts, require_module, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +39,34 @@ def _compare(args: argparse.Namespace) -> int:
     from vidrt.errors import ConfigError
     from vidrt.quant.compare import CompareConfig, plot, run_compare, to_markdown, write_json
 
-    prompts = None
-    if args.prompts:
-        try:
-            prompts = [ln.strip() for ln in Path(args.prompts).read_text().splitlines() if ln.strip()]
-        except OSError as e:
-            raise ConfigError(f"cannot read --prompts {args.prompts}: {e}; give a text file, one prompt per line")
-    cfg = CompareConfig(model=None if args.model == "default" else args.model,
-                        precisions=[p.strip() for p in args.precision.split(",") if p.strip()],
-                        backends=[b.strip() for b in args.backend.split(",") if b.strip()],
-                        num_frames=args.frames, height=args.height, width=args.width, steps=args.steps,
-                        guidance=args.guidance, seed=args.seed, device=args.device, warmup=not args.no_warmup)
+    check_positive(args, "frames", "height", "width", "steps")
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if not precisions:
+        raise ConfigError(f"--precision {args.precision!r} names no precision; give a comma list, e.g. fp32,bf16,int8")
+    if not backends:
+        raise ConfigError(f"--backend {args.backend!r} names no backend; give a comma list, e.g. torch,onnxruntime")
+    check_output(args.json, "--json")
+    check_output(args.markdown, "--markdown")
+    check_output(args.plot, "--plot", PLOT_SUFFIXES)
+    if args.plot:
+        require_module("matplotlib", "--plot", "bench", "drop --plot")
+    prompts = read_prompts(args.prompts) if args.prompts else None
+    cfg = CompareConfig(model=None if args.model == "default" else args.model, precisions=precisions,
+                        backends=backends, num_frames=args.frames, height=args.height, width=args.width,
+                        steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device,
+                        warmup=not args.no_warmup)
     if prompts is not None:
         cfg.prompts = prompts
     report = run_compare(cfg)
     md = to_markdown(report)
     print(md)
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(report, args.json)
     if args.markdown:
-        Path(args.markdown).write_text(md)
+        write_text(args.markdown, md)
     if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
         plot(report, args.plot)
     return 0

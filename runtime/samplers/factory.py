@@ -63,7 +63,8 @@ def _resolve_name(name: str | None, config: Mapping[str, Any] | None) -> str:
     cls = config.get("_class_name")
     if cls not in _BY_CLASS:
         raise ConfigError(f"scheduler config has _class_name={cls!r}, which vidrt cannot run; supported are "
-                          f"{EULER_CLASS} and {UNIPC_CLASS}. Pass name='euler' or name='unipc' to pick one.")
+                          f"{EULER_CLASS} and {UNIPC_CLASS}. Pick one of them yourself: sampler='euler' or "
+                          f"sampler='unipc' (CLI: --sampler euler|unipc; make_sampler(name='euler'|'unipc')).")
     return _BY_CLASS[cls]
 
 
