@@ -959,3 +959,26 @@ def test_text_binding_loss_teaches_shape_words_their_colour():
     assert probed_before[colour][2] < 0.7 and probed_before[colour][3] < 0.5   # measured 0.50 / 0.31
     assert min(probed[colour][2], probed[colour][3]) > 0.9 and probed["shape from colour word"][3] > 0.9
     assert probe_tool.probe(encoder, probe_train, probe_test, layer="embedding")[colour][2] < 0.3
+
+
+def test_dit_s_bands_restrict_the_training_noise_levels():
+    """dit_s_bands: every training noise level falls in a band, drawn from the logit-normal restricted to them
+    (an expert for the ends of the schedule, tools/expert_mix.py); () leaves the draw untouched."""
+    script = _load_script()
+    torch.manual_seed(0)
+    s = torch.sigmoid(torch.randn(4000))
+    assert script.in_bands(s, (), 0.0) is s
+    bands = ((0.0, 0.3), (0.85, 1.0))
+    r = script.in_bands(s.clone(), bands, 0.0)
+    assert bool((((r >= 0) & (r <= 0.3)) | ((r >= 0.85) & (r <= 1))).all())
+    kept = ((s <= 0.3) | (s >= 0.85))
+    assert torch.equal(r[kept], s[kept])                 # draws already inside stay as they were
+    # the restricted logit-normal: within the low band, its own shape (median of the in-band draws)
+    low = r[r <= 0.3]
+    assert abs(float(low.median()) - float(s[s <= 0.3].median())) < 0.02
+    assert 0.78 < float((r <= 0.3).float().mean()) < 0.88   # logit-normal(0, 1) puts 19.8 % / 4.1 % in the bands
+    p = script.apply_overrides(script.PRESETS["smoke"], ["dit_s_bands=[[0, 0.3], [0.85, 1]]"])
+    assert p.dit_s_bands == bands
+    for bad in ("dit_s_bands=[[0.3, 0.2]]", "dit_s_bands=[[0, 1.5]]", "dit_s_bands=[[0.1]]"):
+        with pytest.raises(SystemExit, match="dit_s_bands"):
+            script.apply_overrides(script.PRESETS["smoke"], [bad])

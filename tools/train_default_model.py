@@ -219,6 +219,10 @@ class Preset:
     # trains more where objects are placed (run 3 measured a shift toward *high* noise as harmful: 0.27 vs 0.47).
     # One prompt, 3 000 steps: -1 / -1.5 -> adherence 0.42 / 0.35 vs 0.36 at 0 (16 clips); unchecked on the grammar
     dit_t_mean: float = 0.0
+    # noise-level bands the DiT trains in, [lo, hi] pairs of s (e.g. [[0, 0.3], [0.85, 1]]: an expert for the ends of
+    # the schedule, session 26's expert mix, tools/expert_mix.py); a draw outside every band is drawn again from the
+    # same logit-normal. (): every level
+    dit_s_bands: tuple = ()
     # weight of a loss term on the x0 error's frame-to-frame change (0: off, as in runs <= 5)
     dit_temporal_weight: float = 0.0
     # share of clip samples trained with an independent noise level per latent frame (diffusion forcing on the
@@ -1271,6 +1275,20 @@ def run_denoiser_stage(p: Preset, ck: Checkpoints, *, name: str, what: str, step
     return state
 
 
+def in_bands(s: torch.Tensor, bands: tuple, mean: float) -> torch.Tensor:
+    """Noise levels ``s`` with every draw outside all ``bands`` ([lo, hi] pairs; () keeps them all) drawn again
+    from the same logit-normal, i.e. that distribution restricted to the bands."""
+    if not bands:
+        return s
+    for _ in range(10_000):
+        outside = ~torch.stack([(s >= lo) & (s <= hi) for lo, hi in bands]).any(0)
+        if not outside.any():
+            return s
+        s = torch.where(outside, torch.sigmoid(mean + torch.randn_like(s)), s)
+    raise SystemExit(f"dit_s_bands={list(bands)}: the logit-normal around {mean} almost never falls in these bands; "
+                     "widen them or move dit_t_mean")
+
+
 def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.device,
               max_minutes: Optional[float], stop_at: Optional[float], render_workers: int = 0,
               fit_minutes: Optional[float] = None, init: Optional[dict] = None) -> dict:
@@ -1295,7 +1313,7 @@ def train_dit(p: Preset, ck: Checkpoints, vae: WanVAE, seed: int, device: torch.
         x0, weight = x0.to(device), weight.to(device)
         prompts = ["" if rng.random() < p.cfg_dropout else vary_text(pr, rng) for pr in prompts]
         b, _, t, h, w = x0.shape
-        s = torch.sigmoid(p.dit_t_mean + torch.randn(b, device=device))
+        s = in_bands(torch.sigmoid(p.dit_t_mean + torch.randn(b, device=device)), p.dit_s_bands, p.dit_t_mean)
         noise = torch.randn_like(x0)
         sv = s.view(b, 1, 1, 1, 1)
         ts = s * 1000
@@ -1685,6 +1703,9 @@ def apply_overrides(p: Preset, items: list[str]) -> Preset:
     if probs and (len(probs) != 3 or min(probs) < 0 or sum(probs) <= 0):
         raise SystemExit(f"--set dit_object_probs={list(probs)}: give three non-negative shares of 1 / 2 / 3-object "
                          "prompts, e.g. [1, 1, 1]")
+    if not all(isinstance(b, tuple) and len(b) == 2 and 0 <= b[0] < b[1] <= 1 for b in p.dit_s_bands):
+        raise SystemExit(f"--set dit_s_bands={json.dumps(p.dit_s_bands)}: give [lo, hi] pairs of noise levels with "
+                         "0 <= lo < hi <= 1, e.g. [[0, 0.3], [0.85, 1]]")
     for prompt in p.dit_prompts:
         parse(prompt)  # PromptError (with the grammar) for a prompt outside it
         if is_held_out(prompt):
