@@ -188,7 +188,7 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     keyed by model hash and precision, and reused after that.
     """
     from vidrt.checkpoints.load import load_tokenizer
-    from vidrt.export.onnx_export import FILES, load_manifest
+    from vidrt.export.onnx_export import FILES, MANIFEST, load_manifest
     from vidrt.pipeline import GenerationDefaults
 
     require_onnxruntime()
@@ -202,10 +202,11 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     missing = [f for f in FILES.values() if not (onnx_dir / f).is_file()]
     if missing:
         raise ConfigError(f"{onnx_dir} lacks {missing}; export all three graphs for a full pipeline")
-    cfg = DiTConfig.from_dict(m["dit_config"])
+    where = onnx_dir / MANIFEST
+    cfg = DiTConfig.from_dict(m["dit_config"], where=f"{where} (dit_config)")
     sess = {k: OrtSession(onnx_dir / f, device, threads) for k, f in FILES.items()}
     tokenizer = load_tokenizer(onnx_dir / "tokenizer")
-    defaults = GenerationDefaults.from_dict(m["defaults"])
+    defaults = GenerationDefaults.from_dict(m["defaults"], where=f"{where} (defaults)")
     text = OrtTextEncoder(tokenizer, sess["text_encoder"], m["text"]["text_dim"], m["text"]["max_length"])
     decoder = OrtDecoder(sess["vae_decoder"], m["vae"]["temporal_factor"], m["vae"]["spatial_factor"])
     pipe = cls(OrtTransformer(sess["transformer"], cfg), decoder, text, scheduler_config=m["scheduler_config"],

@@ -77,9 +77,8 @@ def default_requests(defaults, max_batch: int = 1) -> list[Request]:
 def build_pipeline(cls, path, *, device: torch.device, precision: str, attention: str = "sdpa",
                    requests: Optional[Sequence[Request]] = None):
     """A ``cls`` (Pipeline) on TensorRT engines built (or reused from the engine cache) from the ONNX folder."""
-    from transformers import AutoTokenizer
-
-    from vidrt.export.onnx_export import load_manifest
+    from vidrt.checkpoints.load import load_tokenizer
+    from vidrt.export.onnx_export import MANIFEST, load_manifest
     from vidrt.export.ort_backend import OrtDecoder, OrtTextEncoder, OrtTransformer, resolve_onnx_dir
     from vidrt.models.dit import DiTConfig
     from vidrt.pipeline import GenerationDefaults
@@ -89,13 +88,14 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
         raise BackendUnavailableError("backend='tensorrt' needs device='cuda'; on CPU use backend='onnxruntime'")
     onnx_dir = resolve_onnx_dir(path, "fp32")  # engines take their precision from builder flags
     m = load_manifest(onnx_dir)
-    defaults = GenerationDefaults.from_dict(m["defaults"])
+    defaults = GenerationDefaults.from_dict(m["defaults"], where=f"{onnx_dir / MANIFEST} (defaults)")
     engines = build_engines(onnx_dir, list(requests or default_requests(defaults)), precision=precision)
     eng = {k: TrtEngine(p, device) for k, p in engines.items()}
-    tokenizer = AutoTokenizer.from_pretrained(str(onnx_dir / "tokenizer"))
+    tokenizer = load_tokenizer(onnx_dir / "tokenizer")
     text = OrtTextEncoder(tokenizer, eng["text_encoder"], m["text"]["text_dim"], m["text"]["max_length"])
     decoder = OrtDecoder(eng["vae_decoder"], m["vae"]["temporal_factor"], m["vae"]["spatial_factor"])
-    pipe = cls(OrtTransformer(eng["transformer"], DiTConfig.from_dict(m["dit_config"])), decoder, text,
+    cfg = DiTConfig.from_dict(m["dit_config"], where=f"{onnx_dir / MANIFEST} (dit_config)")
+    pipe = cls(OrtTransformer(eng["transformer"], cfg), decoder, text,
                scheduler_config=m["scheduler_config"], defaults=defaults, device=device, precision=precision,
                attention=attention, source=str(onnx_dir), vae_scale_temporal=m["vae"]["temporal_factor"],
                vae_scale_spatial=m["vae"]["spatial_factor"])

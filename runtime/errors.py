@@ -30,5 +30,15 @@ class BackendUnavailableError(DeviceError):
     """An optional backend (triton, flash-attn, onnxruntime, tensorrt) that is not installed or cannot run."""
 
 
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is an allocator failure (CPU or CUDA), to be re-raised as an error naming the size."""
+    import torch
+
+    kinds = tuple(k for k in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+                  if k is not None)
+    msg = str(e).lower()
+    return isinstance(e, (MemoryError, *kinds)) or "out of memory" in msg or "can't allocate memory" in msg
+
+
 class LatencyError(VidrtError):
     """A latency target or deadline that no plan can meet."""

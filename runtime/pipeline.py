@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from vidrt.attention import check_backend
 from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_vae,
                                     resolve_layout)
-from vidrt.errors import CheckpointError, ConfigError, LatencyError, PromptError, ShapeError
+from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError, is_out_of_memory
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
 from vidrt.video import Video, to_frames
@@ -191,12 +191,10 @@ class Pipeline:
         return ctx.to(self.device, self.dtype)
 
     def _text_len(self, n) -> int:
-        """``max_sequence_length`` checked against the text encoder's limit (the length its checkpoint was made for)."""
+        """``max_sequence_length`` as a positive whole number (UMT5's relative positions set no upper limit)."""
         n = _whole("max_sequence_length", n)
-        limit = getattr(self.text_encoder, "max_length", None)
-        if n < 1 or (limit is not None and n > limit):
-            span = f"1..{limit} (the text encoder's limit)" if limit is not None else "at least 1"
-            raise ConfigError(f"max_sequence_length={n}; use {span}, or None for the model's "
+        if n < 1:
+            raise ConfigError(f"max_sequence_length={n}; use at least 1 text position, or None for the model's "
                               f"{self.defaults.max_sequence_length}")
         return n
 
@@ -322,17 +320,18 @@ class Pipeline:
             steps, cache, cache_threshold, cfg_interval = p.steps, p.cache_spec or "teacache", p.threshold, p.cfg_interval
             logger.info("latency target %.2fs: %s (predicted %.2fs)", latency_target, p.label(), schedule.predicted_s)
 
-        if latents is None:
-            gen = torch.Generator("cpu").manual_seed(seed)
-            latents = torch.randn(shape, generator=gen, dtype=torch.float32)
-        latents = latents.to(self.device, torch.float32)
         stats: dict[str, Any] = {"precision": self.precision, "attention": self.attention, "steps": steps,
                                  "guidance": guidance, "height": height, "width": width, "num_frames": num_frames,
                                  "tokens": _tokens(shape, self.transformer.config.patch_size)}
+        size = f"{num_frames} frames at {height}x{width} ({stats['tokens']} tokens, batch {len(prompts)})"
+        with _out_of_memory_as_error(size):   # the initial noise is the first large allocation
+            if latents is None:
+                gen = torch.Generator("cpu").manual_seed(seed)
+                latents = torch.randn(shape, generator=gen, dtype=torch.float32)
+            latents = latents.to(self.device, torch.float32)
         t_start = time.perf_counter()
 
-        with _out_of_memory_as_error(f"{num_frames} frames at {height}x{width} ({stats['tokens']} tokens, "
-                                     f"batch {len(prompts)})"):
+        with _out_of_memory_as_error(size):
             # text
             t0 = time.perf_counter()
             ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
@@ -423,12 +422,10 @@ class Pipeline:
         run chunk-wise with a KV cache; bidirectional ones fall back to sliding windows. See
         :func:`vidrt.longclip.stream.stream` for every option.
         """
-        from vidrt.longclip import Shot
+        from vidrt.longclip.shots import as_shots
         from vidrt.longclip.stream import stream
 
-        if not isinstance(shots, (str, Path, Shot, list, tuple)):
-            raise PromptError(f"shots={_got(shots)}; give a prompt, a Shot, a list of them, or a shot-list file "
-                              "(.yaml/.json)")
+        shots = as_shots(shots)   # a malformed shot list fails here, before any model work
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
 
     def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int,
@@ -524,9 +521,7 @@ def _out_of_memory_as_error(what: str):
     """Re-raise an allocator failure in the block as a ShapeError naming the size; other errors pass unchanged."""
     try:
         yield
-    except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError too
-        msg = str(e)
-        if not (isinstance(e, torch.cuda.OutOfMemoryError) or "can't allocate memory" in msg
-                or "out of memory" in msg.lower()):
+    except (RuntimeError, MemoryError) as e:  # torch's OutOfMemoryError is a RuntimeError too
+        if not is_out_of_memory(e):
             raise
         raise ShapeError(f"out of memory generating {what}; lower the size, frames or batch") from e

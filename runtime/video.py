@@ -11,8 +11,9 @@ import torch
 from vidrt.errors import ConfigError, ShapeError
 
 # What Video.save writes; JPEG holds a single image, .png / .webp are animated when the clip has several frames.
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".gif", ".png", ".webp", ".jpg", ".jpeg")
+CLIP_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif", ".png", ".webp")   # also what vidrt stream writes
 SINGLE_IMAGE_SUFFIXES = (".jpg", ".jpeg")
+VIDEO_SUFFIXES = CLIP_SUFFIXES + SINGLE_IMAGE_SUFFIXES
 
 
 def from_frames(frames: np.ndarray) -> torch.Tensor:
@@ -55,12 +56,12 @@ class Video:
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in VIDEO_SUFFIXES:
-            raise ConfigError(f"cannot save {path.name}: use .mp4, .gif or .png/.jpg")
+            raise ConfigError(f"cannot save {path.name}: use one of {', '.join(VIDEO_SUFFIXES)}")
         if suffix in SINGLE_IMAGE_SUFFIXES and self.num_frames != 1:
             raise ConfigError(f"cannot save {self.num_frames} frames as {path.name}: a JPEG holds one image; use "
                               ".mp4, .gif or .png (animated)")
         path.parent.mkdir(parents=True, exist_ok=True)
-        if suffix in (".mp4", ".mkv", ".mov"):
+        if suffix in (".mp4", ".mkv", ".mov", ".avi"):
             from vidrt.mp4 import Mp4Writer
 
             with Mp4Writer(path, fps=self.fps, quality=quality) as w:

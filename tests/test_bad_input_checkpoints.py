@@ -62,6 +62,10 @@ def test_generation_defaults_types(broken):
     (broken / "vidrt.json").write_text('"fast"')
     with pytest.raises(CheckpointError, match=r"vidrt.json holds a string, not a JSON object"):
         resolve_layout(broken)
+    # wired into loading: a wrong type in a model's vidrt.json names the file and the key
+    (broken / "vidrt.json").write_text('{"height": "sixty-four"}')
+    with pytest.raises(CheckpointError, match=r"broken/vidrt.json: key 'height' must be an int, got 'sixty-four'"):
+        Pipeline.from_pretrained(broken)
 
 
 # ----------------------------------------------------------------------------- checkpoint messages

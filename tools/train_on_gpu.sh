@@ -43,7 +43,9 @@
 # by-objects split as well as the mean, and probe each arm's encoder (tools/probe_text_binding.py) and its DiT
 # (tools/probe_dit_binding.py, a minute on images: session 25 found the carried arm's DiT binds shapes 0.85 and
 # motions 0.75 where the shipped one is at chance, but samples no better; does more depth or time turn it into
-# adherence?).
+# adherence?). Session 26 (benchmarks/results/expert_mix.md): the carried arm denoising s in [0.3, 0.85] with the
+# shipped DiT on the other steps scores 0.547 / 0.700 (clips / images; +0.021 +- 0.010 / +0.032 on the shipped model),
+# so its binding is usable at mid noise and its ends are what lag: an arm continued from it should beat that mix alone.
 # (Shipping 12 blocks: the base model alone is 30.6 MB (DiT 23.4 in fp16), a 12-block causal DiT 23.4 more in fp16
 # but 12.55 MB with --set export_causal_dtype=int8 (vidrt.quant.storage, session 23; long clips: docs/precision.md):
 # 43.2 MB, over tests/test_errors.py's 40 MB budget unless the VAE and the text encoder are exported in fp16 too:

@@ -25,7 +25,7 @@ from vidrt.bench.memory import PeakMemory
 from vidrt.bench.model_spec import ModelSpec, dit_config, resolve_model
 from vidrt.bench.stats import ratio, summarize
 from vidrt.bench.targets import STAGES, Request, RunOutput, VidrtTarget, make_latents, supported_caches, synchronize
-from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError
+from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError, is_out_of_memory
 
 logger = logging.getLogger(__name__)
 
@@ -223,11 +223,6 @@ def _is_exact(tgt: VidrtTarget) -> bool:
     return s["precision"] == "fp32" and s["attention"] == "sdpa" and s["cache"] == "none" and s["backend"] == "torch"
 
 
-def _out_of_memory(e: BaseException) -> bool:
-    msg = str(e).lower()
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in msg or "can't allocate" in msg
-
-
 def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
     """Run every case of ``cfg`` and return the ``vidrt.bench/1`` document (validated)."""
     from vidrt.pipeline import Pipeline
@@ -281,7 +276,7 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
             latents = make_latents(shape, cfg.seed)
             ms = measure_case(targets, req, latents, cfg.warmup, cfg.repeats, bar)
         except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError too
-            if not _out_of_memory(e):
+            if not is_out_of_memory(e):
                 raise
             bar.close()
             why = (str(e).splitlines() or [type(e).__name__])[0][:200]

@@ -17,9 +17,8 @@ from pathlib import Path
 from vidrt.cli import _add_model_args, _load, check_output, check_positive, check_seconds, command, write_text
 from vidrt.errors import ConfigError
 from vidrt.models.dit import COMMIT_CONTEXTS
+from vidrt.video import CLIP_SUFFIXES
 
-# what save_stream's progressive writer (imageio) writes; .png is an animated PNG
-STREAM_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".gif", ".png")
 
 
 def _add_stream(p: argparse.ArgumentParser) -> None:
@@ -68,7 +67,7 @@ def _stream(args: argparse.Namespace) -> int:
         from vidrt.longclip.shots import load_shots
 
         load_shots(args.shots)  # a missing or malformed shot list fails here, before the model loads
-    check_output(args.output, "-o", STREAM_SUFFIXES)
+    check_output(args.output, "-o", CLIP_SUFFIXES)
     check_output(args.json, "--json")
     source = Path(args.shots) if args.shots else args.prompt
     seconds = args.seconds if args.seconds is not None or args.shots else 5.0

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Sequence, Union
@@ -37,9 +38,10 @@ class Shot:
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise PromptError(f"a shot needs a non-empty prompt string, got {self.prompt!r}")
-        if isinstance(self.seconds, bool) or not isinstance(self.seconds, (int, float)):
+        if isinstance(self.seconds, bool) or not isinstance(self.seconds, numbers.Real):
             raise PromptError(f"seconds must be a number, got {self.seconds!r} (shot {self.prompt!r}); e.g. "
                               "seconds=10")
+        object.__setattr__(self, "seconds", float(self.seconds))   # numpy scalars too
         if not 0 < self.seconds < math.inf:
             raise ConfigError(f"seconds={self.seconds} is not a positive length (shot {self.prompt!r}); give e.g. "
                               "seconds=10")

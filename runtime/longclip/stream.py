@@ -313,17 +313,18 @@ def save_stream(parts, path: Union[str, Path], fps: Optional[float] = None, qual
             if writer is None:
                 writer = Mp4Writer(path, fps=fps or part.fps, quality=quality)
             writer.write(part.frames)
+            last = part
             n_parts += 1
             frames += part.frames.shape[0]
             part_s.append(part.timings["part_s"])
-            last = part
         complete = True
     except BaseException as e:
         # the finished frames stay in the file: say so for any failure (the CLI reports a Ctrl-C itself)
-        e.kept_path, e.kept_frames = (path if writer is not None else None), frames
-        if frames and not isinstance(e, KeyboardInterrupt):
-            logger.warning("%s holds the %d finished frames (%.2fs of video) made before the error", path, frames,
-                           frames / (fps or last.fps))
+        kept = writer.frames_written if writer is not None else 0
+        e.kept_path, e.kept_frames = (path if writer is not None else None), kept
+        if kept and not isinstance(e, KeyboardInterrupt):
+            logger.warning("%s holds the %d finished frames (%.2fs of video) made before the error", path, kept,
+                           kept / (fps or (last or part).fps))  # writer set: part is bound
         raise
     finally:
         if writer is not None:
