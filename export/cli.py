@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vidrt.cli import check_output, check_positive, command, require_module, write_text
+from vidrt.cli import check_output, check_positive, command, write_text
 
 
 def parse_shapes(text: str, batch: int = 1, cfg: bool = True):
@@ -74,8 +74,9 @@ def _export(args: argparse.Namespace) -> int:
     check_positive(args, "batch")
     check_output(args.json, "--json")
     requests = parse_shapes(args.shapes, args.batch, not args.no_cfg)
-    require_module("onnx", "vidrt export tensorrt", "onnx")  # graph checks and engine builds read the ONNX graphs
-    from vidrt.export.onnx_export import FILES, load_manifest
+    from vidrt.export.onnx_export import FILES, load_manifest, require_onnx
+
+    require_onnx("vidrt export tensorrt")  # graph checks and engine builds read the ONNX graphs
     from vidrt.export.ort_backend import resolve_onnx_dir
     from vidrt.export.tensorrt_build import build_engines, check_graph_for_tensorrt, derive_profiles
 

@@ -20,7 +20,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from vidrt.errors import BackendUnavailableError, CheckpointError, ConfigError
+from vidrt.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ class SampleShapes:
     text_len: int = 8
 
 
-def require_onnx() -> None:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise BackendUnavailableError("ONNX export needs the onnx package: pip install 'vidrt[onnx]'") from None
+def require_onnx(needed_by: str = "ONNX export") -> None:
+    """A BackendUnavailableError naming the pip extra unless the onnx package is installed."""
+    from vidrt.cli import require_module
+
+    require_module("onnx", needed_by, "onnx")
 
 
 _SYMBOLICS_DONE = False
