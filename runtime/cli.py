@@ -126,6 +126,16 @@ def require_module(module: str, needed_by: str, extra: str, alternative: str = "
                                       + (f", or {alternative}" if alternative else ""))
 
 
+def check_report_outputs(args: argparse.Namespace) -> None:
+    """--json, --markdown and --plot of a measuring command (bench, compare), checked before it measures; --plot
+    needs matplotlib."""
+    check_output(args.json, "--json")
+    check_output(args.markdown, "--markdown")
+    check_output(args.plot, "--plot", PLOT_SUFFIXES)
+    if args.plot:
+        require_module("matplotlib", "--plot", "bench", "drop --plot")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder (diffusers or original Wan); default: the embedded "
                    "model; default-causal: its causal variant (for `vidrt stream`)")

@@ -1,6 +1,9 @@
 """The one error family of vidrt: every message names the problem and the fix."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class VidrtError(Exception):
     """Base class of every error vidrt raises on purpose."""
@@ -38,6 +41,19 @@ def is_out_of_memory(e: BaseException) -> bool:
                   if k is not None)
     msg = str(e).lower()
     return isinstance(e, (MemoryError, *kinds)) or "out of memory" in msg or "can't allocate memory" in msg
+
+
+@contextmanager
+def out_of_memory_as_shape_error(message: str) -> Iterator[None]:
+    """Re-raise an allocator failure inside the block as a ShapeError: ``message`` (what was asked and the fix) and
+    the allocator's first line; every other error passes unchanged."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as e:  # torch's OutOfMemoryError is a RuntimeError too
+        if not is_out_of_memory(e):
+            raise
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise ShapeError(f"{message} ({cause})") from e
 
 
 class LatencyError(VidrtError):

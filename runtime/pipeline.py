@@ -10,7 +10,6 @@ import math
 import operator
 import time
 from collections.abc import Iterable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 from vidrt.attention import check_backend
 from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_vae,
                                     resolve_layout)
-from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError, is_out_of_memory
+from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError, out_of_memory_as_shape_error
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
 from vidrt.video import Video, to_frames
@@ -323,15 +322,16 @@ class Pipeline:
         stats: dict[str, Any] = {"precision": self.precision, "attention": self.attention, "steps": steps,
                                  "guidance": guidance, "height": height, "width": width, "num_frames": num_frames,
                                  "tokens": _tokens(shape, self.transformer.config.patch_size)}
-        size = f"{num_frames} frames at {height}x{width} ({stats['tokens']} tokens, batch {len(prompts)})"
-        with _out_of_memory_as_error(size):   # the initial noise is the first large allocation
+        oom = (f"out of memory generating {num_frames} frames at {height}x{width} ({stats['tokens']} tokens, batch "
+               f"{len(prompts)}); lower the size, frames or batch")
+        with out_of_memory_as_shape_error(oom):   # the initial noise is the first large allocation
             if latents is None:
                 gen = torch.Generator("cpu").manual_seed(seed)
                 latents = torch.randn(shape, generator=gen, dtype=torch.float32)
             latents = latents.to(self.device, torch.float32)
         t_start = time.perf_counter()
 
-        with _out_of_memory_as_error(size):
+        with out_of_memory_as_shape_error(oom):
             # text
             t0 = time.perf_counter()
             ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
@@ -514,14 +514,3 @@ def _number(name: str, value, fix: str) -> float:
     if not math.isfinite(v):
         raise ConfigError(f"{name}={_got(value)}; {fix}")
     return v
-
-
-@contextmanager
-def _out_of_memory_as_error(what: str):
-    """Re-raise an allocator failure in the block as a ShapeError naming the size; other errors pass unchanged."""
-    try:
-        yield
-    except (RuntimeError, MemoryError) as e:  # torch's OutOfMemoryError is a RuntimeError too
-        if not is_out_of_memory(e):
-            raise
-        raise ShapeError(f"out of memory generating {what}; lower the size, frames or batch") from e

@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from vidrt.cli import PLOT_SUFFIXES, check_output, command, require_module, write_text
+from vidrt.cli import check_report_outputs, command, require_module, write_text
 
 EPILOG = """examples:
   vidrt bench --model default --shapes 64x64x33 --steps 20 --baseline diffusers --json r.json --plot r.png
@@ -85,11 +85,7 @@ def _bench(args: argparse.Namespace) -> int:
         res = cmp.compare(cmp.load(args.compare[0]), cmp.load(args.compare[1]), args.min_change)
         print(cmp.format_comparison(res, args.show_noise))
         return 1 if res.regressions else 0
-    check_output(args.json, "--json")
-    check_output(args.markdown, "--markdown")
-    check_output(args.plot, "--plot", PLOT_SUFFIXES)
-    if args.plot:  # fail before measuring, not after
-        require_module("matplotlib", "--plot", "bench", "drop --plot")
+    check_report_outputs(args)   # fail before measuring, not after
     if args.baseline == "diffusers":
         require_module("diffusers", "--baseline diffusers", "bench", "drop --baseline")
     cfg = BenchConfig(

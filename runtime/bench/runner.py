@@ -25,7 +25,7 @@ from vidrt.bench.memory import PeakMemory
 from vidrt.bench.model_spec import ModelSpec, dit_config, resolve_model
 from vidrt.bench.stats import ratio, summarize
 from vidrt.bench.targets import STAGES, Request, RunOutput, VidrtTarget, make_latents, supported_caches, synchronize
-from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError, is_out_of_memory
+from vidrt.errors import BackendUnavailableError, ConfigError, ShapeError, out_of_memory_as_shape_error
 
 logger = logging.getLogger(__name__)
 
@@ -272,16 +272,10 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
         bar.set_description(f"{req.height}x{req.width}x{req.frames} b{req.batch}")
         shape = ours.latent_shape(req)
         tokens = ours.tokens(req)
-        try:
+        with out_of_memory_as_shape_error(f"{req.height}x{req.width}x{req.frames} at batch {req.batch} needs more "
+                                          "memory than this machine has; lower --shapes (or --batch)"):
             latents = make_latents(shape, cfg.seed)
             ms = measure_case(targets, req, latents, cfg.warmup, cfg.repeats, bar)
-        except (RuntimeError, MemoryError) as e:  # torch.OutOfMemoryError is a RuntimeError too
-            if not is_out_of_memory(e):
-                raise
-            bar.close()
-            why = (str(e).splitlines() or [type(e).__name__])[0][:200]
-            raise ShapeError(f"{req.height}x{req.width}x{req.frames} at batch {req.batch} needs more memory than "
-                             f"this machine has ({why}); lower --shapes (or --batch)") from None
         results = [_result(t, m, req, tokens) for t, m in zip(targets, ms)]
         ref_frames = None
         if exact is ours:

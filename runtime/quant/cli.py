@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from vidrt.cli import PLOT_SUFFIXES, check_output, check_positive, command, read_prompts, require_module, write_text
+from vidrt.cli import check_positive, check_report_outputs, command, read_prompts, write_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,7 @@ def _compare(args: argparse.Namespace) -> int:
         raise ConfigError(f"--precision {args.precision!r} names no precision; give a comma list, e.g. fp32,bf16,int8")
     if not backends:
         raise ConfigError(f"--backend {args.backend!r} names no backend; give a comma list, e.g. torch,onnxruntime")
-    check_output(args.json, "--json")
-    check_output(args.markdown, "--markdown")
-    check_output(args.plot, "--plot", PLOT_SUFFIXES)
-    if args.plot:
-        require_module("matplotlib", "--plot", "bench", "drop --plot")
+    check_report_outputs(args)
     prompts = read_prompts(args.prompts) if args.prompts else None
     cfg = CompareConfig(model=None if args.model == "default" else args.model, precisions=precisions,
                         backends=backends, num_frames=args.frames, height=args.height, width=args.width,
