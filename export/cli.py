@@ -74,7 +74,7 @@ def _export(args: argparse.Namespace) -> int:
     check_positive(args, "batch")
     check_output(args.json, "--json")
     requests = parse_shapes(args.shapes, args.batch, not args.no_cfg)
-    from vidrt.export.onnx_export import FILES, load_manifest, require_onnx
+    from vidrt.export.onnx_export import graph_files, load_manifest, require_onnx
 
     require_onnx("vidrt export tensorrt")  # graph checks and engine builds read the ONNX graphs
     from vidrt.export.ort_backend import resolve_onnx_dir
@@ -85,7 +85,8 @@ def _export(args: argparse.Namespace) -> int:
     profiles = derive_profiles(m, requests)
     report = {"onnx": str(onnx_dir), "profiles": {k: p.as_dict() for k, p in profiles.items()}}
     if args.check_only:
-        issues = {c: [vars(i) for i in check_graph_for_tensorrt(onnx_dir / f, args.precision)] for c, f in FILES.items()}
+        issues = {c: [vars(i) for i in check_graph_for_tensorrt(onnx_dir / f, args.precision)]
+                  for c, f in graph_files(m).items()}
         report["issues"] = issues
         for comp, prof in report["profiles"].items():
             for name, r in prof.items():

@@ -32,6 +32,15 @@ EXPORT_PRECISIONS = ("fp32", "fp16")
 TWO_GB = 2 * 1024**3
 
 FILES = {"transformer": "transformer.onnx", "vae_decoder": "vae_decoder.onnx", "text_encoder": "text_encoder.onnx"}
+# a two-expert (Wan 2.2 A14B) checkpoint's low-noise DiT: exported with "transformer", same axes; the manifest
+# says boundary_ratio
+EXPERT_FILE = "transformer_2.onnx"
+
+
+def graph_files(manifest: dict[str, Any]) -> dict[str, str]:
+    """Component -> graph file of an exported folder: FILES, plus transformer_2 for a two-expert model."""
+    extra = {"transformer_2": EXPERT_FILE} if manifest.get("boundary_ratio") is not None else {}
+    return {**FILES, **extra}
 
 DIT_AXES = {"latents": {0: "batch", 2: "latent_frames", 3: "latent_height", 4: "latent_width"},
             "timestep": {0: "batch"},
@@ -200,6 +209,9 @@ def export_onnx(model: Union[str, Path, None], out_dir: Union[str, Path], *, pre
     t0 = time.perf_counter()
 
     dit = load_transformer(layout.transformer, dtype=dtype_of(precision))
+    dits = {"transformer": dit}
+    if layout.transformer_2 is not None:
+        dits["transformer_2"] = load_transformer(layout.transformer_2, dtype=dtype_of(precision))
     vae = load_vae(layout, dtype=torch.float32)
     text = load_text_encoder(layout, dtype=torch.float32, max_length=defaults.max_sequence_length)
     cfg = dit.config
@@ -208,10 +220,12 @@ def export_onnx(model: Union[str, Path, None], out_dir: Union[str, Path], *, pre
     if "transformer" in components:
         args = (torch.randn(s.batch, cfg.in_channels, s.latent_frames, s.latent_height, s.latent_width, generator=gen),
                 torch.rand(s.batch, generator=gen) * 1000, torch.randn(s.batch, s.text_len, cfg.text_dim, generator=gen))
-        graphs["transformer"] = export_graph(DiTGraph(dit).eval(), args, out / FILES["transformer"],
-                                             input_names=["latents", "timestep", "context"],
-                                             output_names=["velocity"], dynamic_axes=DIT_AXES, opset=opset,
-                                             external_data=external_data)
+        files = graph_files({"boundary_ratio": layout.boundary_ratio})
+        for name, net in dits.items():
+            graphs[name] = export_graph(DiTGraph(net).eval(), args, out / files[name],
+                                        input_names=["latents", "timestep", "context"],
+                                        output_names=["velocity"], dynamic_axes=DIT_AXES, opset=opset,
+                                        external_data=external_data)
     if "vae_decoder" in components:
         z = torch.randn(s.batch, vae.z_dim, s.latent_frames, s.latent_height, s.latent_width, generator=gen)
         graphs["vae_decoder"] = export_graph(VAEDecoderGraph(vae).eval(), (z,), out / FILES["vae_decoder"],
@@ -239,6 +253,7 @@ def export_onnx(model: Union[str, Path, None], out_dir: Union[str, Path], *, pre
         "vae": {"z_dim": vae.z_dim, "temporal_factor": vae.temporal_factor, "spatial_factor": vae.spatial_factor},
         "text": {"max_length": text.max_length, "text_dim": cfg.text_dim},
         "scheduler_config": layout.scheduler_config, "defaults": asdict(defaults),
+        "boundary_ratio": layout.boundary_ratio,
         "export_s": round(time.perf_counter() - t0, 3),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -188,7 +188,7 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     keyed by model hash and precision, and reused after that.
     """
     from vidrt.checkpoints.load import load_tokenizer
-    from vidrt.export.onnx_export import FILES, MANIFEST, load_manifest
+    from vidrt.export.onnx_export import MANIFEST, graph_files, load_manifest
     from vidrt.pipeline import GenerationDefaults
 
     require_onnxruntime()
@@ -199,12 +199,14 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
                f"use backend='torch' for precision={precision!r} (backend='onnxruntime' runs fp32/fp16 graphs only)")
         raise ConfigError(f"{onnx_dir} was exported at {m['precision']}, not {precision}; pass "
                           f"precision={m['precision']!r}, or {fix}")
-    missing = [f for f in FILES.values() if not (onnx_dir / f).is_file()]
+    files = graph_files(m)
+    missing = [f for f in files.values() if not (onnx_dir / f).is_file()]
     if missing:
-        raise ConfigError(f"{onnx_dir} lacks {missing}; export all three graphs for a full pipeline")
+        raise ConfigError(f"{onnx_dir} lacks {missing}; export all the graphs (`vidrt export onnx`) for a full "
+                          "pipeline")
     where = onnx_dir / MANIFEST
     cfg = DiTConfig.from_dict(m["dit_config"], where=f"{where} (dit_config)")
-    sess = {k: OrtSession(onnx_dir / f, device, threads) for k, f in FILES.items()}
+    sess = {k: OrtSession(onnx_dir / f, device, threads) for k, f in files.items()}
     tokenizer = load_tokenizer(onnx_dir / "tokenizer")
     defaults = GenerationDefaults.from_dict(m["defaults"], where=f"{where} (defaults)")
     text = OrtTextEncoder(tokenizer, sess["text_encoder"], m["text"]["text_dim"], m["text"]["max_length"])
@@ -212,7 +214,9 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     pipe = cls(OrtTransformer(sess["transformer"], cfg), decoder, text, scheduler_config=m["scheduler_config"],
                defaults=defaults, device=device, precision=m["precision"], attention=attention,
                source=str(onnx_dir), vae_scale_temporal=m["vae"]["temporal_factor"],
-               vae_scale_spatial=m["vae"]["spatial_factor"])
+               vae_scale_spatial=m["vae"]["spatial_factor"],
+               transformer_2=OrtTransformer(sess["transformer_2"], cfg) if "transformer_2" in sess else None,
+               boundary_ratio=m.get("boundary_ratio"))
     pipe.decode = decoder
     pipe.backend = "onnxruntime"
     pipe.onnx_manifest = m

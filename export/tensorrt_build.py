@@ -233,7 +233,7 @@ def build_engine(onnx_path: str | Path, profile: Profile, engine_path: str | Pat
 def build_engines(onnx_dir: str | Path, requests: Sequence[Request], *, precision: str = "fp16",
                   cache_dir: Optional[str | Path] = None, opt: Optional[Request] = None) -> dict[str, Path]:
     """Engines of all three graphs for ``requests``, reused from the engine cache when their key matches."""
-    from vidrt.export.onnx_export import FILES, load_manifest
+    from vidrt.export.onnx_export import graph_files, load_manifest
     from vidrt.export.ort_backend import cache_root
 
     trt = require_tensorrt()
@@ -245,17 +245,18 @@ def build_engines(onnx_dir: str | Path, requests: Sequence[Request], *, precisio
     root = Path(cache_dir) if cache_dir else cache_root() / "tensorrt"
     timing = root / f"timing-{trt.__version__}-{gpu.replace(' ', '_')}.cache"
     out = {}
-    for comp, file in FILES.items():
+    for comp, file in graph_files(m).items():
+        dit = comp in ("transformer", "transformer_2")   # a two-expert model's experts share the DiT's profile
+        profile = profiles["transformer" if dit else comp]
         # the VAE and text encoder follow the policy: fp32 (text) / fp32-fp16 (VAE) whatever the DiT's precision
-        prec = precision if comp == "transformer" else ("fp16" if comp == "vae_decoder" and precision != "fp32"
-                                                       else "fp32")
-        key = engine_cache_key(m["model_hash"], comp, profiles[comp], prec, trt.__version__, gpu, cap,
+        prec = precision if dit else ("fp16" if comp == "vae_decoder" and precision != "fp32" else "fp32")
+        key = engine_cache_key(m["model_hash"], comp, profile, prec, trt.__version__, gpu, cap,
                                m["graphs"][comp]["sha256"])
         path = root / f"{comp}-{key}.engine"
         if not path.is_file():
-            build_engine(onnx_dir / file, profiles[comp], path, precision=prec, timing_cache=timing)
+            build_engine(onnx_dir / file, profile, path, precision=prec, timing_cache=timing)
         meta = path.with_suffix(".json")
-        meta.write_text(json.dumps({"component": comp, "precision": prec, "profile": profiles[comp].as_dict(),
+        meta.write_text(json.dumps({"component": comp, "precision": prec, "profile": profile.as_dict(),
                                     "requests": [asdict(r) for r in requests], "gpu": gpu, "tensorrt": trt.__version__,
                                     "model_hash": m["model_hash"]}, indent=2))
         out[comp] = path

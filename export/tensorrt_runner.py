@@ -98,7 +98,9 @@ def build_pipeline(cls, path, *, device: torch.device, precision: str, attention
     pipe = cls(OrtTransformer(eng["transformer"], cfg), decoder, text,
                scheduler_config=m["scheduler_config"], defaults=defaults, device=device, precision=precision,
                attention=attention, source=str(onnx_dir), vae_scale_temporal=m["vae"]["temporal_factor"],
-               vae_scale_spatial=m["vae"]["spatial_factor"])
+               vae_scale_spatial=m["vae"]["spatial_factor"],
+               transformer_2=OrtTransformer(eng["transformer_2"], cfg) if "transformer_2" in eng else None,
+               boundary_ratio=m.get("boundary_ratio"))
     pipe.decode = decoder
     pipe.backend = "tensorrt"
     pipe.onnx_manifest = m

@@ -140,6 +140,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint folder (diffusers or original Wan); default: the embedded "
                    "model; default-causal: its causal variant (for `vidrt stream`)")
     p.add_argument("--transformer", default=None, help="swap in another DiT (folder or state-dict file)")
+    p.add_argument("--transformer-2", default=None,
+                   help="the low-noise expert of a two-expert (Wan 2.2 A14B) model: swap it, or add one with "
+                        "--boundary-ratio")
+    p.add_argument("--boundary-ratio", type=float, default=None,
+                   help="two-expert models: share of the timesteps, from the top, the first DiT denoises (e.g. 0.875)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
     p.add_argument("--attention", default="sdpa", help="sdpa | triton | flash_attn")
@@ -157,7 +162,9 @@ def _load(args):
         torch.set_num_threads(args.threads)
 
     return Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                    attention=args.attention, transformer=args.transformer)
+                                    attention=args.attention, transformer=args.transformer,
+                                    transformer_2=getattr(args, "transformer_2", None),
+                                    boundary_ratio=getattr(args, "boundary_ratio", None))
 
 
 def _add_generate(p: argparse.ArgumentParser) -> None:
@@ -174,6 +181,8 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seconds", type=float, default=None, help="clip length; rounded to 4k+1 frames")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance-2", type=float, default=None,
+                   help="two-expert (Wan 2.2 A14B) models: the low-noise expert's guidance (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="unipc | euler (default: the checkpoint's)")
     p.add_argument("--shift", type=float, default=None, help="flow shift (default: the checkpoint's)")
@@ -193,7 +202,7 @@ def _generate(args: argparse.Namespace) -> int:
         parser = argparse.ArgumentParser()
         longclip_cli._add_stream(parser)
         ns = parser.parse_args(["--shots", args.shots])
-        for k in ("model", "transformer", "device", "precision", "attention", "negative_prompt", "height", "width",
+        for k in ("model", "transformer", "transformer_2", "boundary_ratio", "device", "precision", "attention", "negative_prompt", "height", "width",
                   "steps", "guidance", "seed", "sampler", "shift", "json", "seconds", "output", "threads"):
             setattr(ns, k, getattr(args, k))
         if args.prompt is not None:
@@ -217,7 +226,8 @@ def _generate(args: argparse.Namespace) -> int:
         frames = frames_for_seconds(args.seconds, pipe.defaults.fps, pipe.vae_scale_temporal)
     check_single(pipe.defaults.num_frames if frames is None else frames)
     video = pipe(args.prompt, args.negative_prompt, num_frames=frames, height=args.height, width=args.width,
-                 steps=args.steps, guidance=args.guidance, seed=args.seed, sampler=args.sampler, shift=args.shift)
+                 steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, seed=args.seed,
+                 sampler=args.sampler, shift=args.shift)
     path = video.save(args.output)
     s = video.stats
     print(f"wrote {path} ({video.num_frames} frames, {video.frames.shape[2]}x{video.frames.shape[1]}, "

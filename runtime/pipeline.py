@@ -41,6 +41,7 @@ class GenerationDefaults:
     num_frames: int = 81
     steps: int = 50
     guidance: float = 5.0
+    guidance_2: Optional[float] = None  # two-expert (Wan 2.2) checkpoints: the low-noise expert's; None = guidance
     fps: float = 16.0
     max_sequence_length: int = 512
     sampler: str = "auto"  # "auto" = the checkpoint's scheduler_config
@@ -69,12 +70,22 @@ def embedded_causal_transformer() -> Optional[Path]:
 
 
 class Pipeline:
-    """Runs a Wan-family text-to-video checkpoint. Build it with :meth:`from_pretrained`."""
+    """Runs a Wan-family text-to-video checkpoint. Build it with :meth:`from_pretrained`.
+
+    ``transformer`` denoises every step, except in two-expert checkpoints (Wan 2.2 A14B): there
+    ``transformer_2`` takes the timesteps below ``boundary_ratio * num_train_timesteps`` (low noise), as in
+    diffusers' WanPipeline.
+    """
 
     def __init__(self, transformer: WanDiT, vae, text_encoder, *, scheduler_config: dict,
                  defaults: GenerationDefaults, device: torch.device, precision: str, attention: str,
-                 source: str = "", vae_scale_temporal: int = 4, vae_scale_spatial: int = 8):
+                 source: str = "", vae_scale_temporal: int = 4, vae_scale_spatial: int = 8,
+                 transformer_2: Optional[WanDiT] = None, boundary_ratio: Optional[float] = None):
+        if (transformer_2 is None) != (boundary_ratio is None):
+            raise ConfigError("a two-expert pipeline needs both transformer_2 and boundary_ratio (or neither)")
         self.transformer = transformer
+        self.transformer_2 = transformer_2
+        self.boundary_ratio = boundary_ratio
         self.vae = vae
         self.text_encoder = text_encoder
         self.scheduler_config = scheduler_config
@@ -88,7 +99,20 @@ class Pipeline:
         self.batch_cfg = True  # cond + uncond in one DiT call
         self.cost_load_check = True  # latency targets: rescale the cached cost model to the machine's load now
         self.teacache_coefficients: tuple[float, ...] = (1.0, 0.0)  # fitted by `vidrt calibrate`
-        transformer.set_attention_backend(attention)
+        for dit in self.experts:
+            dit.set_attention_backend(attention)
+
+    @property
+    def experts(self) -> list[WanDiT]:
+        """The DiTs that denoise: [transformer], or [transformer, transformer_2] for a two-expert checkpoint."""
+        return [self.transformer] if self.transformer_2 is None else [self.transformer, self.transformer_2]
+
+    def expert_index(self, timestep) -> int:
+        """Which of :attr:`experts` denoises at ``timestep`` (0..num_train_timesteps): 1 below the boundary."""
+        if self.transformer_2 is None:
+            return 0
+        boundary = self.boundary_ratio * float(self.scheduler_config.get("num_train_timesteps", 1000))
+        return 0 if float(timestep) >= boundary else 1
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -100,6 +124,8 @@ class Pipeline:
         precision: str = "fp32",
         attention: str = "sdpa",
         transformer: Union[str, Path, None] = None,
+        transformer_2: Union[str, Path, None] = None,
+        boundary_ratio: Optional[float] = None,
         vae_precision: Optional[str] = None,
         text_precision: Optional[str] = None,
         fused_ops: bool = False,
@@ -108,7 +134,9 @@ class Pipeline:
         """Load a checkpoint folder (diffusers or original Wan layout); no path = the embedded default model.
 
         ``transformer=`` swaps in another DiT (diffusers transformer folder, original Wan DiT folder or a
-        bare state-dict file) that reuses this checkpoint's VAE and text encoder. ``vae_precision`` and
+        bare state-dict file) that reuses this checkpoint's VAE and text encoder. ``transformer_2=`` does the
+        same for the low-noise expert of a two-expert (Wan 2.2 A14B) checkpoint, or makes a one-DiT checkpoint a
+        two-expert one together with ``boundary_ratio`` (which also overrides a checkpoint's own). ``vae_precision`` and
         ``text_precision`` default to fp32 for the VAE and to ``precision`` for the text encoder.
         ``fused_ops`` runs the DiT's norm+modulate and gated residuals as Triton kernels.
         """
@@ -139,23 +167,32 @@ class Pipeline:
                                       "pass a checkpoint folder, or reinstall vidrt from a release")
         layout = resolve_layout(path)
         defaults = GenerationDefaults.from_dict(layout.defaults, where=str(layout.root / "vidrt.json"))
+        boundary = _check_boundary(layout, transformer_2, boundary_ratio)
         t0 = time.perf_counter()
         dit = load_transformer(layout.transformer, dtype=dtype, device=dev)
         if transformer is not None:
             dit = load_transformer(transformer, dtype=dtype, device=dev, base_config=dit.config)
-        if is_quantized(precision):  # fp8 / int8: quantize the block linears (vidrt.quant policy)
-            from vidrt.quant import quantize_dit
+        dit_2 = None
+        if boundary is not None:
+            dit_2 = load_transformer(transformer_2 or layout.transformer_2, dtype=dtype, device=dev,
+                                     base_config=dit.config)
+            _check_experts(dit, dit_2)
+        for expert in (dit, dit_2):
+            if expert is not None and is_quantized(precision):  # fp8 / int8: quantize the block linears
+                from vidrt.quant import quantize_dit
 
-            quantize_dit(dit, precision)
+                quantize_dit(expert, precision)
         vae = load_vae(layout, dtype=vae_dtype, device=dev)
         text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
         logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
         pipe = cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
                    precision=precision, attention=attention, source=str(layout.root),
-                   vae_scale_temporal=vae.temporal_factor, vae_scale_spatial=vae.spatial_factor)
+                   vae_scale_temporal=vae.temporal_factor, vae_scale_spatial=vae.spatial_factor,
+                   transformer_2=dit_2, boundary_ratio=boundary)
         if fused_ops:
             check_backend("triton")
-            dit.set_fused_ops(True)
+            for expert in pipe.experts:
+                expert.set_fused_ops(True)
         from vidrt.caching.calibration import load_calibration
 
         coeffs = load_calibration(layout.root).get("teacache_coefficients")
@@ -209,6 +246,7 @@ class Pipeline:
         width: Optional[int] = None,
         steps: Optional[int] = None,
         guidance: Optional[float] = None,
+        guidance_2: Optional[float] = None,
         seed: int = 0,
         latents: Optional[torch.Tensor] = None,
         output: str = "video",
@@ -233,6 +271,11 @@ class Pipeline:
         their statistics land in ``video.stats["cache"]``. ``guidance_interval`` (sigma_lo, sigma_hi) applies
         classifier-free guidance only at noise levels in that range (Kynkaanniemi et al. 2024) and runs the
         conditional branch alone elsewhere (fewer DiT calls); None: at every step.
+
+        Two-expert checkpoints (Wan 2.2 A14B): ``guidance_2`` is the low-noise expert's scale (default: the
+        checkpoint's, else ``guidance``), as diffusers' ``guidance_scale_2``. A step runs classifier-free guidance
+        when its own scale is > 1; step caches start afresh when the expert changes. ``video.stats["experts"]``
+        counts the steps each expert took.
 
         ``latency_target`` (seconds) lets the scheduler choose steps, cache and CFG mode (overriding
         those arguments) from this device's calibrated cost model; an impossible target raises
@@ -267,12 +310,18 @@ class Pipeline:
             "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
         if steps < 1:
             raise ConfigError(f"steps={steps}; use at least 1 denoising step")
+        if guidance_2 is not None and self.transformer_2 is None:
+            raise ConfigError("guidance_2 is the low-noise expert's scale of a two-expert (Wan 2.2 A14B) checkpoint; "
+                              "this pipeline has one DiT: use guidance")
+        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else _number(
+            "guidance_2", guidance_2, "use a finite number, e.g. guidance_2=3.0 (<= 1 turns guidance off there)")
+        scales = (guidance, guidance_2)[:len(self.experts)]
         if shift is not None:
             shift = _number("shift", shift, "use a number such as 3.0, or None for the checkpoint's flow_shift")
         if max_sequence_length is not None:
             max_sequence_length = self._text_len(max_sequence_length)
         shape = self.latent_shape(len(prompts), num_frames, height, width)
-        cfg = guidance > 1.0
+        cfg = max(scales) > 1.0
         if guidance_interval is not None:
             try:
                 lo, hi = (float(v) for v in guidance_interval)
@@ -341,13 +390,10 @@ class Pipeline:
             t0 = time.perf_counter()
             smp = make_sampler(sampler or d.sampler, steps, shift=shift if shift is not None else d.shift,
                                config=self.scheduler_config, device=self.device)
-            dit = self.transformer
             b = len(prompts)
             plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients,
                               cfg_interval=cfg_interval)
-            kv_all = dit.prepare_context(ctx)
-            kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
-            kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
+            expert, expert_steps = -1, [0] * len(self.experts)
             controller = None
             if schedule is not None:
                 from vidrt.caching.scheduler import Controller
@@ -363,7 +409,16 @@ class Pipeline:
                     latents = x0_estimate
                     break
                 x = latents.to(self.dtype)
-                guided = cfg and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
+                if self.expert_index(t) != expert:  # the first step, or a two-expert checkpoint's switch
+                    if expert >= 0:
+                        plan.reset()   # cached residuals / CFG deltas are the other expert's
+                    expert = self.expert_index(t)
+                    dit, scale = self.experts[expert], scales[expert]
+                    kv_all = dit.prepare_context(ctx)
+                    kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
+                    kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
+                expert_steps[expert] += 1
+                guided = scale > 1.0 and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
                 full_cfg = guided and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
                 if plan.block is not None:
                     plan.block.begin_step(i, steps, [["cond"] * b + ["uncond"] * b] if full_cfg and self.batch_cfg
@@ -381,7 +436,7 @@ class Pipeline:
                         plan.cfg.record(cond, uncond)
                     else:
                         uncond = plan.cfg.estimate(cond)
-                pred = uncond + guidance * (cond - uncond) if guided else cond
+                pred = uncond + scale * (cond - uncond) if guided else cond
                 if deadline is not None:
                     x0_estimate = latents - smp.sigma_at(i) * pred.float()
                 latents = smp.step(pred, i, latents)
@@ -396,6 +451,9 @@ class Pipeline:
                                       f"may be corrupt (re-download or re-convert it){overflow}")
             if schedule is not None:
                 stats["schedule"] = schedule.as_dict()
+            if self.transformer_2 is not None:
+                stats["experts"] = {"boundary_ratio": self.boundary_ratio, "guidance_2": guidance_2,
+                                    "steps": expert_steps}
             if cache:
                 stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
                                   "threshold": cache_threshold, **plan.stats()}
@@ -462,6 +520,34 @@ class Pipeline:
         for s in tqdm(range(0, z.shape[2], chunk), desc="decode", unit="chunk", disable=not progress, leave=False):
             parts.append(stream.decode(z[:, :, s:s + chunk]))
         return torch.cat(parts, dim=2)
+
+
+def _check_boundary(layout, transformer_2, boundary_ratio) -> Optional[float]:
+    """The boundary_ratio the pipeline runs with (None: one DiT); a ConfigError for a pair that cannot be built."""
+    if boundary_ratio is not None:
+        boundary_ratio = _number("boundary_ratio", boundary_ratio, "use a number in (0, 1), e.g. 0.875")
+        if not 0.0 < boundary_ratio < 1.0:
+            raise ConfigError(f"boundary_ratio={boundary_ratio:g}; use a number in (0, 1): the share of the timestep "
+                              "range, from the top, that `transformer` (the high-noise expert) denoises, e.g. 0.875")
+    if transformer_2 is None and layout.transformer_2 is None:
+        if boundary_ratio is not None:
+            raise ConfigError(f"boundary_ratio={boundary_ratio:g} but {layout.root} has one DiT; pass the low-noise "
+                              "expert with transformer_2=, or drop boundary_ratio")
+        return None
+    if boundary_ratio is None and layout.boundary_ratio is None:
+        raise ConfigError("transformer_2= makes this a two-expert pipeline: pass boundary_ratio= too (the share of "
+                          "the timestep range, from the top, that the first expert denoises, e.g. 0.875)")
+    return boundary_ratio if boundary_ratio is not None else layout.boundary_ratio
+
+
+def _check_experts(high: WanDiT, low: WanDiT) -> None:
+    """Both experts read the same latents and text and write the same velocity."""
+    names = ("in_channels", "out_channels", "patch_size", "text_dim", "num_frame_per_block")
+    diff = [f"{n} {getattr(high.config, n)} vs {getattr(low.config, n)}" for n in names
+            if getattr(high.config, n) != getattr(low.config, n)]
+    if diff:
+        raise CheckpointError(f"the two experts do not fit together ({'; '.join(diff)} for transformer vs "
+                              "transformer_2); both must come from one two-expert checkpoint or share its layout")
 
 
 def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, int, int]:

@@ -29,8 +29,11 @@ def drop_checkout_root(root: Path) -> None:
 
 def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int = 12, layers: int = 2,
                   text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc",
-                  ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2) -> Path:
-    """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it."""
+                  ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2,
+                  boundary_ratio: float | None = None) -> Path:
+    """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it.
+
+    ``boundary_ratio``: a two-expert (Wan 2.2 A14B-style) folder, with a second random DiT as transformer_2."""
     from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
                            WanPipeline, WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
@@ -42,10 +45,13 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
     torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=vae_base_dim, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                            temperal_downsample=[False, True, True])
-    transformer = WanTransformer3DModel(
-        patch_size=patch, num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16,
-        text_dim=text_dim, freq_dim=32 if text_dim < 64 else 256, ffn_dim=ffn_dim, num_layers=layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", rope_max_seq_len=1024 if text_dim >= 64 else 32)
+    def dit():
+        return WanTransformer3DModel(
+            patch_size=patch, num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16,
+            text_dim=text_dim, freq_dim=32 if text_dim < 64 else 256, ffn_dim=ffn_dim, num_layers=layers,
+            cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=1024 if text_dim >= 64 else 32)
+
+    transformer = dit()
     tok = build_word_tokenizer(WORDS)
     te = UMT5EncoderModel(UMT5Config(vocab_size=len(tok), d_model=text_dim, d_kv=8, d_ff=32, num_layers=text_layers,
                                      num_heads=2, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu",
@@ -55,10 +61,88 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
                                         num_train_timesteps=1000, flow_shift=flow_shift)
     else:
         sched = FlowMatchEulerDiscreteScheduler(shift=flow_shift)
+    experts = {}
+    if boundary_ratio is not None:
+        torch.manual_seed(seed + 1)
+        experts = dict(transformer_2=dit().eval(), boundary_ratio=boundary_ratio)
     pipe = WanPipeline(tokenizer=tok, text_encoder=te.eval(), vae=vae.eval(), transformer=transformer.eval(),
-                       scheduler=sched)
+                       scheduler=sched, **experts)
     pipe.save_pretrained(str(path))
     return Path(path)
+
+
+def _t5_key_to_original(key: str) -> str:
+    """transformers UMT5 encoder key -> Wan's T5Encoder key (t5.py)."""
+    import re
+
+    fixed = {"shared.weight": "token_embedding.weight", "encoder.final_layer_norm.weight": "norm.weight"}
+    if key in fixed:
+        return fixed[key]
+    n, layer, rest = re.match(r"encoder\.block\.(\d+)\.layer\.(\d)\.(.*)$", key).groups()
+    table = {"SelfAttention.q.weight": "attn.q.weight", "SelfAttention.k.weight": "attn.k.weight",
+             "SelfAttention.v.weight": "attn.v.weight", "SelfAttention.o.weight": "attn.o.weight",
+             "SelfAttention.relative_attention_bias.weight": "pos_embedding.embedding.weight",
+             "layer_norm.weight": "norm1.weight" if layer == "0" else "norm2.weight",
+             "DenseReluDense.wi_0.weight": "ffn.gate.0.weight", "DenseReluDense.wi_1.weight": "ffn.fc1.weight",
+             "DenseReluDense.wo.weight": "ffn.fc2.weight"}
+    return f"blocks.{n}.{table[rest]}"
+
+
+def _write_original_dit(src: Path, dst: Path) -> None:
+    """A diffusers transformer folder as an original Wan DiT folder: config.json (Wan names) + two shards."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from vidrt.checkpoints.wan_original import dit_key_to_original
+
+    dst.mkdir(parents=True)
+    tcfg = json.loads((src / "config.json").read_text())
+    heads, hd = tcfg["num_attention_heads"], tcfg["attention_head_dim"]
+    (dst / "config.json").write_text(json.dumps({
+        "model_type": "t2v", "dim": heads * hd, "num_heads": heads, "num_layers": tcfg["num_layers"],
+        "ffn_dim": tcfg["ffn_dim"], "freq_dim": tcfg["freq_dim"], "in_dim": tcfg["in_channels"],
+        "out_dim": tcfg["out_channels"], "text_dim": tcfg["text_dim"], "patch_size": tcfg["patch_size"],
+        "eps": tcfg["eps"], "qk_norm": True, "cross_attn_norm": True, "text_len": 512}))
+    dit = {dit_key_to_original(k): v for k, v in load_file(src / "diffusion_pytorch_model.safetensors").items()}
+    keys = sorted(dit)
+    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    weight_map = {}
+    for name, ks in shards.items():
+        save_file({k: dit[k].contiguous() for k in ks}, dst / name)
+        weight_map.update({k: name for k in ks})
+    (dst / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+
+
+def to_original_layout(src: Path, dst: Path) -> Path:
+    """Rewrite a diffusers Wan folder in the original Wan release layout: sharded DiT, .pth VAE and T5, tokenizer
+    in google/umt5-xxl/. A two-expert folder becomes Wan 2.2 A14B's layout (high_noise_model/, low_noise_model/)."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from vidrt.checkpoints.wan_vae_keys import vae_state_to_original
+    from vidrt.models.vae import VAEConfig
+
+    src, dst = Path(src), Path(dst)
+    if (src / "transformer_2").is_dir():
+        dst.mkdir(parents=True)
+        _write_original_dit(src / "transformer", dst / "high_noise_model")
+        _write_original_dit(src / "transformer_2", dst / "low_noise_model")
+    else:
+        _write_original_dit(src / "transformer", dst)
+    vcfg = json.loads((src / "vae" / "config.json").read_text())
+    (dst / "vae_config.json").write_text(json.dumps(vcfg))
+    vae = vae_state_to_original(load_file(src / "vae" / "diffusion_pytorch_model.safetensors"),
+                                VAEConfig.from_dict(vcfg))
+    torch.save(dict(vae), dst / "Wan2.1_VAE.pth")
+    t5 = load_file(next((src / "text_encoder").glob("*.safetensors")))
+    torch.save({_t5_key_to_original(k): v for k, v in t5.items() if k != "encoder.embed_tokens.weight"},
+               dst / "models_t5_umt5-xxl-enc-bf16.pth")
+    shutil.copytree(src / "tokenizer", dst / "google" / "umt5-xxl")
+    return dst
 
 
 def load_script(path: str | Path):

@@ -1,5 +1,4 @@
 """Checkpoint formats: original Wan layout, component swaps, and clear errors for bad checkpoints."""
-import json
 import shutil
 
 import numpy as np
@@ -14,66 +13,11 @@ from vidrt.metrics import psnr as _psnr
 psnr = partial(_psnr, peak=1.0)  # frames as floats in [0, 1]
 
 from vidrt.checkpoints.wan_original import dit_key_to_original
-from vidrt.checkpoints.wan_vae_keys import vae_state_to_original
 from vidrt.errors import CheckpointError
 from vidrt.pipeline import Pipeline
+from vidrt.testing import to_original_layout
 
 GEN = dict(height=32, width=32, num_frames=5, steps=2, seed=0, max_sequence_length=16, progress=False)
-
-_T5_TO_ORIGINAL = [
-    ("shared.weight", "token_embedding.weight"),
-    ("encoder.final_layer_norm.weight", "norm.weight"),
-]
-
-
-def _t5_to_original(key: str) -> str:
-    import re
-
-    for a, b in _T5_TO_ORIGINAL:
-        if key == a:
-            return b
-    m = re.match(r"encoder\.block\.(\d+)\.layer\.(\d)\.(.*)$", key)
-    n, layer, rest = m.groups()
-    table = {"SelfAttention.q.weight": "attn.q.weight", "SelfAttention.k.weight": "attn.k.weight",
-             "SelfAttention.v.weight": "attn.v.weight", "SelfAttention.o.weight": "attn.o.weight",
-             "SelfAttention.relative_attention_bias.weight": "pos_embedding.embedding.weight",
-             "layer_norm.weight": "norm1.weight" if layer == "0" else "norm2.weight",
-             "DenseReluDense.wi_0.weight": "ffn.gate.0.weight", "DenseReluDense.wi_1.weight": "ffn.fc1.weight",
-             "DenseReluDense.wo.weight": "ffn.fc2.weight"}
-    return f"blocks.{n}.{table[rest]}"
-
-
-def to_original_layout(src, dst):
-    """Rewrite a diffusers Wan folder in the original Wan release layout (sharded DiT, .pth VAE and T5)."""
-    dst.mkdir(parents=True)
-    tcfg = json.loads((src / "transformer" / "config.json").read_text())
-    heads, hd = tcfg["num_attention_heads"], tcfg["attention_head_dim"]
-    (dst / "config.json").write_text(json.dumps({
-        "model_type": "t2v", "dim": heads * hd, "num_heads": heads, "num_layers": tcfg["num_layers"],
-        "ffn_dim": tcfg["ffn_dim"], "freq_dim": tcfg["freq_dim"], "in_dim": tcfg["in_channels"],
-        "out_dim": tcfg["out_channels"], "text_dim": tcfg["text_dim"], "patch_size": tcfg["patch_size"],
-        "eps": tcfg["eps"], "qk_norm": True, "cross_attn_norm": True, "text_len": 512}))
-    dit = {dit_key_to_original(k): v for k, v in load_file(src / "transformer" / "diffusion_pytorch_model.safetensors").items()}
-    keys = sorted(dit)
-    shards = {"diffusion_pytorch_model-00001-of-00002.safetensors": keys[: len(keys) // 2],
-              "diffusion_pytorch_model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
-    weight_map = {}
-    for name, ks in shards.items():
-        save_file({k: dit[k].contiguous() for k in ks}, dst / name)
-        weight_map.update({k: name for k in ks})
-    (dst / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    vcfg = json.loads((src / "vae" / "config.json").read_text())
-    (dst / "vae_config.json").write_text(json.dumps(vcfg))
-    from vidrt.models.vae import VAEConfig
-
-    vae = vae_state_to_original(load_file(src / "vae" / "diffusion_pytorch_model.safetensors"),
-                                VAEConfig.from_dict(vcfg))
-    torch.save(dict(vae), dst / "Wan2.1_VAE.pth")
-    t5 = load_file(next((src / "text_encoder").glob("*.safetensors")))
-    torch.save({_t5_to_original(k): v for k, v in t5.items() if k != "encoder.embed_tokens.weight"},
-               dst / "models_t5_umt5-xxl-enc-bf16.pth")
-    shutil.copytree(src / "tokenizer", dst / "google" / "umt5-xxl")
-    return dst
 
 
 def test_original_wan_layout_gives_same_frames(tiny_wan, tmp_path):

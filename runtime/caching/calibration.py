@@ -64,6 +64,10 @@ class _Recorder(BlockStackCache):
         self._prev_in: Optional[torch.Tensor] = None
         self._prev_res: Optional[torch.Tensor] = None
 
+    def reset(self) -> None:
+        super().reset()
+        self._prev_in = self._prev_res = None   # no pair across a two-expert checkpoint's switch
+
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
         out = run(x)

@@ -18,6 +18,12 @@ class CachePlan:
     block: Optional[BlockStackCache] = None
     cfg: Optional[CfgCache] = None
 
+    def reset(self) -> None:
+        """Every cache starts afresh (a two-expert checkpoint switched experts)."""
+        for c in (self.block, self.cfg):
+            if c is not None:
+                c.reset()
+
     def stats(self) -> dict:
         out: dict = {}
         if self.block is not None:

@@ -51,10 +51,17 @@ class BlockStackCache:
         self._step, self._steps, self._slot = 0, 1, 0
         self._compute = True
         self._residual: dict[str, torch.Tensor] = {}   # branch ('cond' / 'uncond') -> its rows' residual
+        self._prev: Optional[torch.Tensor] = None       # the change indicator's last value (subclasses)
 
     def begin_step(self, index: int, steps: int, branches: Sequence[Sequence[str]] = (("cond",),)) -> None:
         self._step, self._steps, self._slot = index, steps, 0
         self.branches = [list(b) for b in branches]
+
+    def reset(self) -> None:
+        """Forget every cached residual and indicator, so the next step computes: another model (a two-expert
+        checkpoint's other expert) takes over from here. Statistics are kept."""
+        self._residual.clear()
+        self._prev = None
 
     @property
     def forced(self) -> bool:
@@ -113,7 +120,6 @@ class TeaCache(BlockStackCache):
     def __init__(self, threshold: float, coefficients: Sequence[float] = (1.0, 0.0), **kw):
         super().__init__(threshold, **kw)
         self.poly = np.poly1d(list(coefficients))
-        self._prev: Optional[torch.Tensor] = None
         self._acc = 0.0
 
     def run_blocks(self, dit, x, mod, run):
@@ -148,7 +154,6 @@ class FirstBlockCache(BlockStackCache):
 
     def __init__(self, threshold: float, **kw):
         super().__init__(threshold, **kw)
-        self._prev: Optional[torch.Tensor] = None
 
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
@@ -186,6 +191,10 @@ class CfgCache:
         self.delta: Optional[torch.Tensor] = None
         self.computed = 0
         self.reused = 0
+
+    def reset(self) -> None:
+        """Forget the last guidance delta (another model takes over): the next guided step runs uncond."""
+        self.delta = None
 
     def compute_uncond(self, index: int, steps: int) -> bool:
         forced = index < self.warmup_steps or index >= steps - self.final_steps

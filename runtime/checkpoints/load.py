@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SCHEDULER = {"_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0, "num_train_timesteps": 1000,
                      "prediction_type": "flow_prediction", "use_flow_sigmas": True, "solver_order": 2,
                      "solver_type": "bh2", "predict_x0": True, "lower_order_final": True}
+# Wan 2.2 T2V-A14B in the original layout (high_noise_model/ + low_noise_model/): the settings its release
+# keeps in code (Wan2.2 wan/configs/wan_t2v_A14B.py), not in the folder. A vidrt.json beside it overrides them.
+WAN22_A14B = {"boundary_ratio": 0.875, "flow_shift": 12.0, "steps": 40, "guidance": 4.0, "guidance_2": 3.0}
 
 
 @dataclass
@@ -38,6 +41,10 @@ class CheckpointLayout:
     tokenizer: Path
     scheduler_config: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)  # vidrt.json: default sizes, steps, guidance, fps
+    # Wan 2.2 A14B: the low-noise expert, which denoises the timesteps below boundary_ratio * num_train_timesteps
+    # (`transformer` takes the rest); None for one-DiT checkpoints (Wan 2.1, the embedded model)
+    transformer_2: Optional[Path] = None
+    boundary_ratio: Optional[float] = None
 
 
 def _read_json(path: Path) -> dict:
@@ -79,10 +86,17 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
                            "(UniPC, flow_shift %s). Copy scheduler/ from the original checkpoint to use its own",
                            root, DEFAULT_SCHEDULER["flow_shift"])
             scheduler = dict(DEFAULT_SCHEDULER)
+        transformer_2, boundary = _diffusers_experts(root, index)
         return CheckpointLayout("diffusers", root, root / "transformer", root / "vae", root / "text_encoder",
-                                root / "tokenizer", scheduler, defaults)
+                                root / "tokenizer", scheduler, defaults, transformer_2, boundary)
     cfg = root / "config.json"
-    if cfg.is_file() and "dim" in _read_json(cfg):
+    experts = [root / "high_noise_model", root / "low_noise_model"]
+    two = [(e / "config.json").is_file() for e in experts]
+    if any(two) and not all(two):
+        have, lack = experts if two[0] else experts[::-1]
+        raise CheckpointError(f"original Wan 2.2 folder {root} has {have.name}/ but no {lack.name}/config.json; "
+                              f"the A14B checkpoint needs both experts: copy {lack.name}/ from the release")
+    if all(two) or (cfg.is_file() and "dim" in _read_json(cfg)):
         vae = next(iter(sorted(root.glob("*VAE*.pth"))), root / "Wan2.1_VAE.pth")
         t5 = next(iter(sorted(root.glob("models_t5*.pth"))), root / "models_t5_umt5-xxl-enc-bf16.pth")
         tok = root / "google" / "umt5-xxl"
@@ -90,9 +104,53 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
             if not p.exists():
                 raise CheckpointError(f"original Wan folder {root} lacks {p.name}; it needs config.json, the DiT "
                                       "safetensors, Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/")
-        return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
+        if not all(two):
+            return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
+        settings = {**WAN22_A14B, **defaults}
+        boundary = _boundary_ratio(settings["boundary_ratio"], root / "vidrt.json")
+        scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}
+        settings.pop("boundary_ratio")
+        return CheckpointLayout("wan_original", root, experts[0], vae, t5, tok, scheduler, settings, experts[1],
+                                boundary)
     raise CheckpointError(f"{root} is neither a diffusers Wan folder (model_index.json) nor an original Wan folder "
                           "(config.json with dim/num_heads); point at the checkpoint's top folder")
+
+
+def _boundary_ratio(value, where: Path) -> float:
+    """A Wan 2.2 boundary_ratio: a number in (0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise CheckpointError(f"boundary_ratio={value!r} in {where}; it must be a number in (0, 1), the share of "
+                              "the timestep range (from the top) the high-noise expert denoises, e.g. 0.875")
+    return float(value)
+
+
+def _diffusers_experts(root: Path, index: dict) -> tuple[Optional[Path], Optional[float]]:
+    """(low-noise expert folder, boundary_ratio) of a diffusers folder: both None for one-DiT checkpoints.
+
+    Same reading as diffusers' WanPipeline: without boundary_ratio only ``transformer`` ever runs."""
+    where = root / "model_index.json"
+    if index.get("expand_timesteps"):
+        raise CheckpointError(f"{where} sets expand_timesteps: this is a Wan 2.2 TI2V checkpoint (per-token "
+                              "timesteps, Wan 2.2 VAE), which vidrt does not run; use a Wan 2.1 or Wan 2.2 T2V-A14B "
+                              "folder")
+    entry = index.get("transformer_2")
+    named = isinstance(entry, list) and bool(entry) and entry[0] is not None
+    boundary = index.get("boundary_ratio")
+    if boundary is None:
+        if named:
+            logger.warning("%s names transformer_2 but no boundary_ratio: like diffusers, only transformer/ runs. "
+                           "Set boundary_ratio (e.g. 0.875) to use both experts", where)
+        return None, None
+    boundary = _boundary_ratio(boundary, where)
+    if not named:
+        raise CheckpointError(f"{where} sets boundary_ratio={boundary} but names no transformer_2: the steps below "
+                              "the boundary have no model. Add the low-noise expert (transformer_2/ and its "
+                              "model_index.json entry) or remove boundary_ratio")
+    folder = root / "transformer_2"
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"diffusers folder {root} names transformer_2 (the low-noise expert) but "
+                              f"{folder}/config.json is missing; copy transformer_2/ from the original checkpoint")
+    return folder, boundary
 
 
 # ----------------------------------------------------------------------------- transformer

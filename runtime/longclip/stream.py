@@ -142,6 +142,9 @@ def stream(
     """
     d = pipe.defaults
     cfgm = pipe.transformer.config
+    if getattr(pipe, "transformer_2", None) is not None:
+        raise ConfigError("long clips (stream / shot lists) do not run two-expert (Wan 2.2 A14B) models yet: generate "
+                          "each clip with Pipeline.__call__ / `vidrt generate PROMPT`, or stream with a one-DiT model")
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}; use one of {', '.join(MODES)}")
     causal_model = cfgm.num_frame_per_block > 0

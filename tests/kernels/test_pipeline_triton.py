@@ -31,3 +31,18 @@ def test_unsupported_head_dim_is_a_clear_error(tiny_wan):
     pipe = Pipeline.from_pretrained(tiny_wan, attention="triton")  # head_dim 12
     with pytest.raises(vidrt.ShapeError, match="head_dim 12 is not supported.*backend='sdpa'"):
         pipe("a red circle", **GEN)
+
+
+def test_two_expert_pipeline_runs_both_experts_on_triton(tmp_path):
+    """Wan 2.2-style pair: attention backend and fused ops reach both experts; frames match sdpa."""
+    from vidrt.testing import make_tiny_wan
+
+    two = make_tiny_wan(tmp_path / "two", heads=2, head_dim=16, boundary_ratio=0.9)
+    gen = {**GEN, "steps": 4}
+    exact = Pipeline.from_pretrained(two)("a red circle moves right", **gen)
+    fast = Pipeline.from_pretrained(two, attention="triton", fused_ops=True)
+    for dit in fast.experts:
+        assert dit.blocks[0].attn1.backend == "triton" and dit.blocks[0].fused_ops
+    video = fast("a red circle moves right", **gen)
+    assert video.stats["experts"]["steps"] == exact.stats["experts"]["steps"] == [2, 2]
+    assert psnr(video.frames, exact.frames) >= 40.0
