@@ -280,6 +280,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="no generation: paired difference of two results JSONs (e.g. two GPU arms' quick evals)")
     ap.add_argument("--criteria", default="adherence", help="--compare: comma list of criteria")
     ap.add_argument("--model", default=None, help="checkpoint folder (default: the embedded model)")
+    ap.add_argument("--transformer-2", default=None,
+                    help="a second DiT as the low-noise expert (Wan 2.2 style), with --boundary-ratio")
+    ap.add_argument("--boundary-ratio", type=float, default=None,
+                    help="share of the timesteps, from the top, the model's own DiT denoises")
+    ap.add_argument("--guidance-2", type=float, default=None, help="the low-noise expert's guidance")
     ap.add_argument("--name", default="default_model", help="results file stem in benchmarks/results/")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--prompts", type=int, default=None, help="use the first N held-out prompts (default all)")
@@ -319,7 +324,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     torch.set_num_threads(args.threads)
 
     pipe = vidrt.Pipeline.from_pretrained(args.model, device=args.device, precision=args.precision,
-                                          attention=args.attention)
+                                          attention=args.attention, transformer_2=args.transformer_2,
+                                          boundary_ratio=args.boundary_ratio)
     prompts = held_out_prompts()
     repeat = max(1, args.repeat)
     if args.prompt:
@@ -340,6 +346,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     settings = {"steps": args.steps or d.steps, "guidance": args.guidance if args.guidance is not None else d.guidance,
                 "sampler": args.sampler or d.sampler, "shift": args.shift if args.shift is not None else d.shift,
                 "precision": args.precision, "attention": args.attention, "device": str(pipe.device)}
+    if pipe.transformer_2 is not None:
+        gen_kwargs["guidance_2"] = args.guidance_2
+        settings["experts"] = {"transformer_2": str(args.transformer_2 or "the model's"),
+                               "boundary_ratio": pipe.boundary_ratio, "guidance_2": args.guidance_2}
     if args.guidance_interval:
         gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])

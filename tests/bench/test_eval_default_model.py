@@ -147,3 +147,26 @@ def test_eval_latents_are_kept_and_decoded_again(tiny_wan, tmp_path, monkeypatch
     assert torch.load(lat / "5x32x32_0.pt")["prompt"] == "a green square moves up"
     again = json.loads((tmp_path / "again.json").read_text())
     assert again["latents_from"]["steps"] == 2 and "latents_from" not in json.loads((tmp_path / "kept.json").read_text())
+
+
+def test_eval_of_a_two_expert_pair(tiny_wan, tmp_path):
+    """--transformer-2 / --boundary-ratio score a Wan 2.2-style pair built from two DiT folders; the settings say so
+    and the samples differ from the one-DiT model's."""
+    ev = _load()
+    base = ["--model", str(tiny_wan), "--prompts", "2", "--sizes", "1x32x32", "--steps", "4", "--threads", "1",
+            "--no-vae", "--out", str(tmp_path)]
+    assert ev.main([*base, "--name", "one", "--latents", str(tmp_path / "l1")]) == 0
+    other = tmp_path / "other"
+    from vidrt.testing import make_tiny_wan
+
+    make_tiny_wan(other, seed=5)
+    assert ev.main([*base, "--name", "pair", "--transformer-2", str(other / "transformer"), "--boundary-ratio",
+                    "0.8", "--guidance-2", "2.0", "--latents", str(tmp_path / "l2")]) == 0
+    res = json.loads((tmp_path / "pair.json").read_text())
+    assert res["settings"]["experts"] == {"transformer_2": str(other / "transformer"), "boundary_ratio": 0.8,
+                                          "guidance_2": 2.0}
+    import torch
+
+    one, pair = (sorted((tmp_path / d).glob("*.pt")) for d in ("l1", "l2"))
+    assert len(one) == len(pair) == 2
+    assert not torch.equal(torch.load(one[0])["latents"], torch.load(pair[0])["latents"])
