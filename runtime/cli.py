@@ -203,7 +203,7 @@ def _generate(args: argparse.Namespace) -> int:
         longclip_cli._add_stream(parser)
         ns = parser.parse_args(["--shots", args.shots])
         for k in ("model", "transformer", "transformer_2", "boundary_ratio", "device", "precision", "attention", "negative_prompt", "height", "width",
-                  "steps", "guidance", "seed", "sampler", "shift", "json", "seconds", "output", "threads"):
+                  "steps", "guidance", "guidance_2", "seed", "sampler", "shift", "json", "seconds", "output", "threads"):
             setattr(ns, k, getattr(args, k))
         if args.prompt is not None:
             raise ConfigError("give a prompt or --shots FILE, not both")

@@ -203,10 +203,23 @@ def test_original_layout_with_one_expert_is_refused(two, tmp_path):
         Pipeline.from_pretrained(orig)
 
 
-def test_stream_refuses_two_experts(pipes):
+def test_long_clip_streams_two_experts_in_sliding_windows(pipes, tiny_wan):
+    """A two-expert model streams through the sliding-window fallback; its first window (no context yet) is exactly
+    Pipeline.__call__ on the same noise, each step on its own expert with its own guidance."""
     ours, _ = pipes
-    with pytest.raises(ConfigError, match="do not run two-expert"):
-        next(iter(ours.stream(PROMPT, seconds=1.0, height=32, width=32, steps=1, progress=False)))
+    gen = dict(height=32, width=32, steps=6, guidance=5.0, guidance_2=2.0, max_sequence_length=16, progress=False)
+    parts = list(ours.stream(PROMPT, seconds=1.5, window_frames=4, overlap_frames=1, canonical_prompts=False,
+                             seed=0, **gen))
+    assert {p.mode for p in parts} == {"sliding"} and [p.latents.shape[2] for p in parts] == [4, 2]
+    noise = torch.randn((1, 16, 4, 4, 4), generator=torch.Generator("cpu").manual_seed(0))
+    ref = ours(PROMPT, num_frames=13, latents=noise, output="latent", **gen)
+    assert float((parts[0].latents - ref).abs().max() / ref.abs().max()) < 1e-4
+    other = ours(PROMPT, num_frames=13, latents=noise, output="latent", **{**gen, "guidance_2": 1.0})
+    assert float((parts[0].latents - other).abs().max()) > 1e-3   # guidance_2 reached the stream
+    with pytest.raises(ConfigError, match="streams long clips in sliding mode"):
+        ours.stream(PROMPT, mode="causal")
+    with pytest.raises(ConfigError, match="guidance_2 is the low-noise expert's scale"):
+        Pipeline.from_pretrained(tiny_wan).stream(PROMPT, guidance_2=2.0)
 
 
 # ------------------------------------------------------------------ CLI and export

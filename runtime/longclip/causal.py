@@ -41,6 +41,12 @@ class CausalSettings:
     cache: Optional[str] = None  # step cache inside a chunk ("teacache", "cfg", ... as Pipeline.__call__)
     cache_threshold: Optional[float] = None
     cfg_interval: int = 2
+    guidance_2: Optional[float] = None   # two-expert models (sliding mode): the low-noise expert's; None = guidance
+
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(guidance, the low-noise expert's guidance)."""
+        return self.guidance, self.guidance if self.guidance_2 is None else self.guidance_2
 
 
 @dataclass

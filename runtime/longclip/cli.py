@@ -33,6 +33,8 @@ def _add_stream(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=None)
+    p.add_argument("--guidance-2", type=float, default=None,
+                   help="two-expert (Wan 2.2 A14B) models: the low-noise expert's guidance (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="unipc | euler (default: the checkpoint's)")
     p.add_argument("--shift", type=float, default=None)
@@ -78,7 +80,8 @@ def _stream(args: argparse.Namespace) -> int:
             args.model = EMBEDDED_CAUSAL_MODEL  # the embedded model's causal variant: KV-cached chunks
     pipe = _load(args)
     parts = pipe.stream(source, seconds=seconds, latency_target=args.latency_target, height=args.height,
-                        width=args.width, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                        width=args.width, steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2,
+                        seed=args.seed,
                         negative_prompt=args.negative_prompt, sampler=args.sampler, shift=args.shift,
                         mode=args.mode, kv_cache=not args.no_kv_cache, chunk_frames=args.chunk_frames,
                         sink_frames=args.sink_frames, window_frames=args.window_frames,

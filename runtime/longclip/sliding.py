@@ -34,9 +34,8 @@ class SlidingWindow:
             raise ConfigError(f"sliding window of {window_frames} latent frames with overlap {overlap_frames}: "
                               "need window >= 2 and 0 < overlap < window (e.g. window=8, overlap=2)")
         self.pipe = pipe
-        self.dit = pipe.transformer
         self.s = settings
-        self.cfg = settings.guidance > 1.0
+        self.cfg = max(settings.scales[:len(pipe.experts)]) > 1.0
         self.window_frames = window_frames
         self.overlap_frames = overlap_frames
         self.context: Optional[torch.Tensor] = None  # last clean latent frames (1, C, overlap, H', W')
@@ -55,7 +54,8 @@ class SlidingWindow:
     @torch.no_grad()
     def window(self, noise: torch.Tensor, kv: list, seed: int) -> tuple[torch.Tensor, dict[str, float]]:
         """Denoise ``noise`` (1, C, n_new, H', W') as the continuation of the context; returns the new
-        clean latents (fp32) and timings."""
+        clean latents (fp32) and timings. ``kv``: each of ``pipe.experts``' cross-attention K/V of [cond, uncond]
+        (a two-expert model's steps each run the expert of their noise level, as in ``Pipeline.__call__``)."""
         from vidrt.samplers import make_sampler
 
         d = self.pipe.defaults
@@ -72,9 +72,13 @@ class SlidingWindow:
         for i, t in enumerate(smp.timesteps):
             if ctx is not None:  # the known frames, re-noised to this step's level
                 x[:, :, :o] = smp.scale_noise(ctx, smp.sigma_at(i), ctx_noise)
-            xin = torch.cat([x, x]) if self.cfg else x
-            out = self.dit(xin.to(dtype), t.expand(xin.shape[0]).to(dev), context_kv=kv)
-            pred = out[1:2] + self.s.guidance * (out[:1] - out[1:2]) if self.cfg else out
+            e = self.pipe.expert_index(t)
+            scale = self.s.scales[e]
+            guided = self.cfg and scale > 1.0
+            xin = torch.cat([x, x]) if guided else x
+            ctx_kv = kv[e] if guided or not self.cfg else [(k[:1], v[:1]) for k, v in kv[e]]
+            out = self.pipe.experts[e](xin.to(dtype), t.expand(xin.shape[0]).to(dev), context_kv=ctx_kv)
+            pred = out[1:2] + scale * (out[:1] - out[1:2]) if guided else out
             x = smp.step(pred.float(), i, x)
             self.stats["denoise_forwards"] += 1
         new = x[:, :, o:]

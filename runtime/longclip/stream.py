@@ -96,6 +96,7 @@ def stream(
     width: Optional[int] = None,
     steps: Optional[int] = None,
     guidance: Optional[float] = None,
+    guidance_2: Optional[float] = None,
     seed: int = 0,
     negative_prompt: Optional[str] = None,
     sampler: Optional[str] = None,
@@ -129,7 +130,8 @@ def stream(
     finished chunk's keys/values are written (0 = clean); ``commit_context`` what that write attends
     to: "window" (sinks + rolling window) or "sinks" (sinks + itself), default the model config's.
     Sliding mode (bidirectional models): windows of ``window_frames`` latent frames with
-    ``overlap_frames`` re-noised context frames.
+    ``overlap_frames`` re-noised context frames. Two-expert (Wan 2.2 A14B) models stream in sliding mode, each
+    step on the expert of its noise level, ``guidance_2`` the low-noise expert's scale (as ``Pipeline.__call__``).
 
     ``latency_target`` is seconds per part: the caching scheduler (``Pipeline.plan``, per part through
     ``vidrt.longclip.planner.PartPlanner``) picks steps, step cache and CFG mode from this device's cost
@@ -142,14 +144,19 @@ def stream(
     """
     d = pipe.defaults
     cfgm = pipe.transformer.config
-    if getattr(pipe, "transformer_2", None) is not None:
-        raise ConfigError("long clips (stream / shot lists) do not run two-expert (Wan 2.2 A14B) models yet: generate "
-                          "each clip with Pipeline.__call__ / `vidrt generate PROMPT`, or stream with a one-DiT model")
+    two_experts = len(pipe.experts) > 1
+    if guidance_2 is not None and not two_experts:
+        raise ConfigError("guidance_2 is the low-noise expert's scale of a two-expert (Wan 2.2 A14B) model; this one "
+                          "has one DiT: use guidance")
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}; use one of {', '.join(MODES)}")
     causal_model = cfgm.num_frame_per_block > 0
     if mode == "auto":
         mode = "causal" if causal_model or chunk_frames else "sliding"
+    if two_experts and mode == "causal":
+        raise ConfigError("a two-expert (Wan 2.2 A14B) model streams long clips in sliding mode (overlapping windows, "
+                          "each step on the expert of its noise level); use mode='sliding' or 'auto', without "
+                          "chunk_frames")
     elif mode == "causal" and not causal_model and chunk_frames is None:
         raise ConfigError("this model is bidirectional (num_frame_per_block=0): causal streaming needs a causal "
                           "variant; use mode='sliding' (or 'auto'). If it IS a causal checkpoint whose config lacks "
@@ -167,12 +174,16 @@ def stream(
     width = d.width if width is None else int(width)
     steps = d.steps if steps is None else int(steps)
     guidance = d.guidance if guidance is None else float(guidance)
+    if two_experts:
+        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else float(guidance_2)
     if steps < 1:
         raise ConfigError(f"steps={steps}; use at least 1 denoising step")
     _, c, _, hl, wl = pipe.latent_shape(1, 1, height, width)
     _, ph, pw = cfgm.patch_size
     frame_tokens = (hl // ph) * (wl // pw)
-    settings = CausalSettings(steps, guidance, sampler or d.sampler, shift, context_noise, cache, cache_threshold)
+    settings = CausalSettings(steps, guidance, sampler or d.sampler, shift, context_noise, cache, cache_threshold,
+                              guidance_2=guidance_2)
+    cfg = max(settings.scales[:len(pipe.experts)]) > 1.0
     fps = d.fps
 
     if mode == "causal":
@@ -194,7 +205,7 @@ def stream(
     planner = None
     if latency_target is not None:  # planned per part (the cache it sees, how the last parts ran); first plan now
         shape = (1, c, unit if mode == "causal" else window, hl, wl)
-        planner = PartPlanner(pipe, latency_target, shape, cfg=guidance > 1.0, default_steps=steps,
+        planner = PartPlanner(pipe, latency_target, shape, cfg=cfg, default_steps=steps,
                               settings=settings, kv=kvc if mode == "causal" and kv_cache else None)
         sched = planner.plan(0)
         logger.info("latency target %.3fs per part: %s (predicted %.3fs)", latency_target, sched.plan.label(),
@@ -209,7 +220,7 @@ def stream(
 
     logger.info("stream: %s, %d shot(s), %d latent frames -> %d frames (%.2fs at %g fps), %dx%d",
                 label, len(spans), total_latent, total_frames, seconds_total, fps, width, height)
-    return _run(pipe, runner, label, spans, seed=seed, negative_prompt=negative_prompt, guidance=guidance,
+    return _run(pipe, runner, label, spans, seed=seed, negative_prompt=negative_prompt, cfg=cfg,
                 max_sequence_length=max_sequence_length, fps=fps, seconds_total=seconds_total, shape=(c, hl, wl),
                 unit=unit, planner=planner, progress=progress, world=is_world, texts=texts)
 
@@ -228,9 +239,8 @@ def _parts_of(span: ShotSpan, mode: str, unit: int, runner) -> Iterator[tuple[in
 
 
 def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative_prompt: Optional[str],
-         guidance: float, max_sequence_length, fps: float, seconds_total: float, shape, unit: int,
+         cfg: bool, max_sequence_length, fps: float, seconds_total: float, shape, unit: int,
          planner: Optional[PartPlanner], progress: bool, world: bool, texts: list[str]) -> Iterator[StreamPart]:
-    cfg = guidance > 1.0
     gen = torch.Generator("cpu").manual_seed(int(seed))
     decoder = pipe.vae.stream_decoder()
     c, hl, wl = shape
@@ -248,7 +258,8 @@ def _run(pipe, runner, label: str, spans: list[ShotSpan], *, seed: int, negative
                 negative_prompt if negative_prompt is not None else pipe.defaults.negative_prompt)
             t0 = time.perf_counter()
             ctx = pipe.encode_prompts([texts[span.index]] + ([neg] if cfg else []), max_sequence_length)
-            kv = pipe.transformer.prepare_context(ctx)
+            kv = (pipe.transformer.prepare_context(ctx) if mode == "causal"
+                  else [dit.prepare_context(ctx) for dit in pipe.experts])
             text_s = time.perf_counter() - t0
             if span.index > 0 and shot.cut == "hard":
                 runner.hard_cut()
