@@ -279,3 +279,30 @@ def test_one_dit_results_unchanged(tiny_wan, pipes):
     assert "experts" not in v.stats and one.experts == [one.transformer]
     assert np.array_equal(v.frames, Pipeline.from_pretrained(tiny_wan)(PROMPT, steps=3, seed=1, progress=False,
                                                                        **KW).frames)
+
+
+def test_diffusers_baseline_times_both_experts(two):
+    """`vidrt bench --baseline diffusers` on a two-expert folder: dit_s holds the low-noise expert's calls too."""
+    import time
+
+    from vidrt.bench.baseline_diffusers import DiffusersTarget
+    from vidrt.bench.targets import Request
+
+    target = DiffusersTarget(two, torch.device("cpu"))
+    low = target.pipe.transformer_2
+    spent = {"s": 0.0, "calls": 0}
+    inner = low.forward
+
+    def counted(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return inner(*a, **k)
+        finally:
+            spent["s"] += time.perf_counter() - t0
+            spent["calls"] += 1
+
+    low.forward = counted
+    req = Request((PROMPT,), 32, 32, 5, 6, guidance=5.0, text_len=16)
+    out = target.generate(req, _latents(Pipeline.from_pretrained(two)))
+    assert spent["calls"] == 8                       # 4 low-noise steps x (cond, uncond)
+    assert out.stages["dit_s"] > spent["s"] > 0.0    # the high-noise expert's calls on top

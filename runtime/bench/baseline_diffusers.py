@@ -52,7 +52,9 @@ class DiffusersTarget:
         self._acc: dict[str, float] = {}
         p = self.pipe
         p.encode_prompt = timed(p.encode_prompt, self._acc, "text_s", self.device)
-        p.transformer.forward = timed(p.transformer.forward, self._acc, "dit_s", self.device)
+        for dit in (p.transformer, getattr(p, "transformer_2", None)):   # Wan 2.2 A14B: both experts are DiT time
+            if dit is not None:
+                dit.forward = timed(dit.forward, self._acc, "dit_s", self.device)
         p.vae.decode = timed(p.vae.decode, self._acc, "vae_s", self.device)
 
     def settings(self) -> dict:
