@@ -143,6 +143,12 @@ def test_quantized_and_bf16_load_both_experts(two):
     q = Pipeline.from_pretrained(two, precision="int8")
     assert type(q.transformer_2.blocks[0].attn1.to_q) is type(q.transformer.blocks[0].attn1.to_q)
     assert type(q.transformer_2.blocks[0].attn1.to_q) is not torch.nn.Linear
+    # `vidrt compare` reports the bytes of both experts as they run
+    from vidrt.quant.apply import model_bytes
+    from vidrt.quant.compare import dit_bytes
+
+    assert dit_bytes(q) == model_bytes(q.transformer) + model_bytes(q.transformer_2) < dit_bytes(
+        Pipeline.from_pretrained(two))
 
 
 # ------------------------------------------------------------------ bad input

@@ -160,10 +160,14 @@ def _run_case(cfg: CompareConfig, case: Case, latents, progress: bool):
 
 
 def dit_bytes(pipe) -> int:
-    """Bytes of the DiT as it runs: module weights (quantized codes at their size) or the graph files."""
+    """Bytes of the DiT as it runs (both experts of a two-expert model): module weights (quantized codes at their
+    size) or the graph files."""
+    return sum(_expert_bytes(dit) for dit in pipe.experts)
+
+
+def _expert_bytes(dit) -> int:
     from vidrt.quant.apply import model_bytes
 
-    dit = pipe.transformer
     if isinstance(dit, torch.nn.Module):
         return model_bytes(dit)
     session = getattr(dit, "session", None)
