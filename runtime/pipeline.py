@@ -5,6 +5,7 @@ batched CFG) are settings on it, each compared against the exact path (fp32, sdp
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import operator
@@ -183,6 +184,7 @@ class Pipeline:
 
                 quantize_dit(expert, precision)
         vae = load_vae(layout, dtype=vae_dtype, device=dev)
+        _check_latent_channels(dit, vae, layout)
         text = load_text_encoder(layout, dtype=text_dtype, device=dev, max_length=defaults.max_sequence_length)
         logger.info("loaded %s (%s layout) in %.1fs", layout.root, layout.kind, time.perf_counter() - t0)
         pipe = cls(dit, vae, text, scheduler_config=layout.scheduler_config, defaults=defaults, device=dev,
@@ -538,6 +540,20 @@ def _check_boundary(layout, transformer_2, boundary_ratio) -> Optional[float]:
         raise ConfigError("transformer_2= makes this a two-expert pipeline: pass boundary_ratio= too (the share of "
                           "the timestep range, from the top, that the first expert denoises, e.g. 0.875)")
     return boundary_ratio if boundary_ratio is not None else layout.boundary_ratio
+
+
+def _check_latent_channels(dit: WanDiT, vae, layout) -> None:
+    """The DiT denoises the VAE's latents: text-to-video checkpoints read and write z_dim channels."""
+    cin, cout, z = dit.config.in_channels, dit.config.out_channels, vae.z_dim
+    if cin != z or cout != z:
+        kind = ""
+        index = layout.root / "model_index.json"
+        if index.is_file():
+            kind = f" (model_index.json names {json.loads(index.read_text()).get('_class_name')})"
+        raise CheckpointError(f"the transformer reads {cin} and writes {cout} latent channels but the VAE's latents "
+                              f"have {z}: an image-to-video or otherwise conditioned Wan checkpoint{kind}, or a "
+                              "transformer from another model; vidrt runs text-to-video checkpoints (in_channels = "
+                              "out_channels = the VAE's z_dim)")
 
 
 def _check_experts(high: WanDiT, low: WanDiT) -> None:

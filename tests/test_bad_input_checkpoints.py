@@ -54,6 +54,23 @@ def test_vae_folder_as_transformer(tiny_wan):
         Pipeline.from_pretrained(tiny_wan, transformer=tiny_wan / "vae")
 
 
+def test_image_to_video_checkpoint_is_refused_at_load(broken):
+    """A Wan 2.2 I2V-style transformer (36 input channels: latents + the conditioning image's) fails at load, naming
+    the pipeline class, not at the first sampler step."""
+    from safetensors.torch import load_file, save_file
+
+    _edit_json(broken / "model_index.json", _class_name="WanImageToVideoPipeline")
+    _edit_json(broken / "transformer" / "config.json", in_channels=36)
+    f = broken / "transformer" / "diffusion_pytorch_model.safetensors"
+    sd = load_file(f)
+    w = sd["patch_embedding.weight"]
+    sd["patch_embedding.weight"] = torch.zeros(w.shape[0], 36, *w.shape[2:])
+    save_file(sd, f)
+    with pytest.raises(CheckpointError, match=r"reads 36 and writes 16 latent channels.*have 16: an image-to-video"
+                                              r".*names WanImageToVideoPipeline"):
+        Pipeline.from_pretrained(broken)
+
+
 def test_generation_defaults_types(broken):
     # vidrt.json's defaults: the shared checker over GenerationDefaults (wired into GenerationDefaults.from_dict)
     with pytest.raises(CheckpointError, match=r"vidrt.json: key 'height' must be an int, got 'sixty-four'"):
