@@ -210,7 +210,7 @@ def export_onnx(model: Union[str, Path, None], out_dir: Union[str, Path], *, pre
 
     dit = load_transformer(layout.transformer, dtype=dtype_of(precision))
     dits = {"transformer": dit}
-    if layout.transformer_2 is not None:
+    if layout.boundary_ratio is not None:   # a two-expert checkpoint (a transformer_2 without one never runs)
         dits["transformer_2"] = load_transformer(layout.transformer_2, dtype=dtype_of(precision))
     vae = load_vae(layout, dtype=torch.float32)
     text = load_text_encoder(layout, dtype=torch.float32, max_length=defaults.max_sequence_length)

@@ -146,6 +146,12 @@ class Pipeline:
         if backend != "torch":  # exported graphs (vidrt.export): same sampler loop, other networks
             from vidrt.export.backends import build_pipeline
 
+            swaps = [n for n, v in (("transformer", transformer), ("transformer_2", transformer_2),
+                                    ("boundary_ratio", boundary_ratio)) if v is not None]
+            if swaps:
+                raise ConfigError(f"{', '.join(swaps)}= cannot change an exported model (backend={backend!r}); build "
+                                  "a checkpoint folder with those components and export it, or use backend='torch'")
+
             return build_pipeline(cls, path, backend=backend, device=dev, precision=precision, attention=attention)
         vae_dtype = check_plain_precision(vae_precision or "fp32", dev, "VAE")
         text_dtype = (check_plain_precision(text_precision, dev, "text encoder") if text_precision
@@ -396,6 +402,8 @@ class Pipeline:
             plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients,
                               cfg_interval=cfg_interval)
             expert, expert_steps = -1, [0] * len(self.experts)
+            step_experts = ([self.expert_index(t) for t in smp.timesteps.tolist()] if self.transformer_2 is not None
+                            else [0] * len(smp.timesteps))   # one host sync, not one per step
             controller = None
             if schedule is not None:
                 from vidrt.caching.scheduler import Controller
@@ -411,10 +419,10 @@ class Pipeline:
                     latents = x0_estimate
                     break
                 x = latents.to(self.dtype)
-                if self.expert_index(t) != expert:  # the first step, or a two-expert checkpoint's switch
+                if step_experts[i] != expert:  # the first step, or a two-expert checkpoint's switch
                     if expert >= 0:
                         plan.reset()   # cached residuals / CFG deltas are the other expert's
-                    expert = self.expert_index(t)
+                    expert = step_experts[i]
                     dit, scale = self.experts[expert], scales[expert]
                     kv_all = dit.prepare_context(ctx)
                     kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
@@ -536,10 +544,11 @@ def _check_boundary(layout, transformer_2, boundary_ratio) -> Optional[float]:
             raise ConfigError(f"boundary_ratio={boundary_ratio:g} but {layout.root} has one DiT; pass the low-noise "
                               "expert with transformer_2=, or drop boundary_ratio")
         return None
-    if boundary_ratio is None and layout.boundary_ratio is None:
+    boundary = boundary_ratio if boundary_ratio is not None else layout.boundary_ratio
+    if boundary is None and transformer_2 is not None:
         raise ConfigError("transformer_2= makes this a two-expert pipeline: pass boundary_ratio= too (the share of "
                           "the timestep range, from the top, that the first expert denoises, e.g. 0.875)")
-    return boundary_ratio if boundary_ratio is not None else layout.boundary_ratio
+    return boundary   # None: a folder's transformer_2 without boundary_ratio does not run, as in diffusers
 
 
 def _check_latent_channels(dit: WanDiT, vae, layout) -> None:

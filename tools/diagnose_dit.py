@@ -93,6 +93,8 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
     prompt of ``against`` on the same noised latents the object-voxel MSE (``object_mse``: prompt -> MSE) and the
     predicted object track (``tracks``: prompt -> {x, y}). The first ``context`` latent frames are given clean."""
     parse(prompt)
+    if len(pipe.experts) > 1:
+        raise SystemExit("diagnose_dit reads one DiT at every noise level; this is a two-expert (Wan 2.2) model")
     fps = pipe.defaults.fps
     x = torch.stack([from_frames(render(prompt, height, width, frames, fps, seed + i)) for i in range(n)]).to(pipe.device)
     z = pipe.vae.normalize(pipe.vae.encode(x.to(pipe.vae.dtype))).float()
@@ -101,7 +103,6 @@ def diagnose(pipe: vidrt.Pipeline, prompt: str, *, n: int = 8, frames: int = 33,
             parse(p)
     kvs = {p: pipe.transformer.prepare_context(pipe.encode_prompts([p] * n, pipe.defaults.max_sequence_length))
            for p in (prompt, *against)}
-    kv = kvs[prompt]
     b, _, t, h, w = z.shape
     if not 0 <= context < t:
         raise ConfigError(f"context={context}: give 0 to {t - 1} clean latent frames "

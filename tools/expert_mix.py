@@ -74,6 +74,9 @@ class ExpertMix(torch.nn.Module):
 def mix(pipe: "vidrt.Pipeline", expert: "vidrt.Pipeline", window: tuple[float, float]) -> ExpertMix:
     """Make ``pipe`` sample with ``expert``'s DiT and text encoder at sigmas in ``window`` (same VAE latents
     assumed: the experts must share a VAE). Returns the mixing module (its ``calls``)."""
+    if len(pipe.experts) > 1 or len(expert.experts) > 1:
+        raise SystemExit("expert_mix pairs two one-DiT models; a two-expert (Wan 2.2) model already has its pair: "
+                         "evaluate it with benchmarks/eval_default_model.py")
     if expert.transformer.config.in_channels != pipe.transformer.config.in_channels:
         raise SystemExit("the two models' DiTs take different latents; the experts must share a VAE")
     text = _PairedText(pipe.text_encoder, expert.text_encoder)

@@ -78,6 +78,9 @@ def denoising_errors(pipe: "vidrt.Pipeline", latents: torch.Tensor, prompts: Seq
                      seed: int) -> torch.Tensor:
     """Mean squared flow-matching error of the DiT on clean `latents` (1, C, T, H, W; normalised) under each prompt
     at each of `levels` stratified noise levels, one noise draw per level shared by the prompts: (levels, prompts)."""
+    if len(pipe.experts) > 1:
+        raise SystemExit("the probe reads one DiT at every noise level; this is a two-expert (Wan 2.2) model: probe "
+                         "each expert as a one-DiT model (its folder with transformer=)")
     dit = pipe.transformer
     kv = dit.prepare_context(pipe.encode_prompts(list(prompts)))
     gen = torch.Generator("cpu").manual_seed(seed)

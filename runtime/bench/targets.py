@@ -90,10 +90,10 @@ class VidrtTarget:
         parts = ["vidrt", pipe.precision, pipe.attention] + ([f"cache={self.cache}"] if self.cache else [])
         self.label = " ".join(parts)
         self._acc: dict[str, float] = {}
-        dit = pipe.transformer
         pipe.encode_prompts = timed(pipe.encode_prompts, self._acc, "text_s", self.device)
-        dit.prepare_context = timed(dit.prepare_context, self._acc, "dit_s", self.device)
-        dit.forward = timed(dit.forward, self._acc, "dit_s", self.device)
+        for dit in pipe.experts:   # a two-expert (Wan 2.2) model: both experts' calls are DiT time
+            dit.prepare_context = timed(dit.prepare_context, self._acc, "dit_s", self.device)
+            dit.forward = timed(dit.forward, self._acc, "dit_s", self.device)
         pipe.decode = timed(pipe.decode, self._acc, "vae_s", self.device)
 
     def settings(self) -> dict:

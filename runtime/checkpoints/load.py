@@ -42,7 +42,8 @@ class CheckpointLayout:
     scheduler_config: dict = field(default_factory=dict)
     defaults: dict = field(default_factory=dict)  # vidrt.json: default sizes, steps, guidance, fps
     # Wan 2.2 A14B: the low-noise expert, which denoises the timesteps below boundary_ratio * num_train_timesteps
-    # (`transformer` takes the rest); None for one-DiT checkpoints (Wan 2.1, the embedded model)
+    # (`transformer` takes the rest); None for one-DiT checkpoints (Wan 2.1, the embedded model). Without a
+    # boundary_ratio the folder's transformer_2 does not run (diffusers' rule) unless from_pretrained is given one
     transformer_2: Optional[Path] = None
     boundary_ratio: Optional[float] = None
 
@@ -87,6 +88,10 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
                            root, DEFAULT_SCHEDULER["flow_shift"])
             scheduler = dict(DEFAULT_SCHEDULER)
         transformer_2, boundary = _diffusers_experts(root, index)
+        if "boundary_ratio" in defaults:
+            logger.warning("%s sets boundary_ratio, which a diffusers folder keeps in model_index.json (where "
+                           "diffusers reads it): ignored. Move it there, or pass boundary_ratio= to from_pretrained",
+                           root / "vidrt.json")
         return CheckpointLayout("diffusers", root, root / "transformer", root / "vae", root / "text_encoder",
                                 root / "tokenizer", scheduler, defaults, transformer_2, boundary)
     cfg = root / "config.json"
@@ -136,17 +141,18 @@ def _diffusers_experts(root: Path, index: dict) -> tuple[Optional[Path], Optiona
     entry = index.get("transformer_2")
     named = isinstance(entry, list) and bool(entry) and entry[0] is not None
     boundary = index.get("boundary_ratio")
-    if boundary is None:
+    folder = root / "transformer_2"
+    if boundary is None:   # the folder stays known: from_pretrained(boundary_ratio=...) can still use it
         if named:
             logger.warning("%s names transformer_2 but no boundary_ratio: like diffusers, only transformer/ runs. "
-                           "Set boundary_ratio (e.g. 0.875) to use both experts", where)
-        return None, None
+                           "Pass boundary_ratio= (e.g. 0.875) to from_pretrained, or set it in model_index.json, to "
+                           "use both experts", where)
+        return (folder if named and (folder / "config.json").is_file() else None), None
     boundary = _boundary_ratio(boundary, where)
     if not named:
         raise CheckpointError(f"{where} sets boundary_ratio={boundary} but names no transformer_2: the steps below "
                               "the boundary have no model. Add the low-noise expert (transformer_2/ and its "
                               "model_index.json entry) or remove boundary_ratio")
-    folder = root / "transformer_2"
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"diffusers folder {root} names transformer_2 (the low-noise expert) but "
                               f"{folder}/config.json is missing; copy transformer_2/ from the original checkpoint")

@@ -173,9 +173,13 @@ def stream(
     height = d.height if height is None else int(height)
     width = d.width if width is None else int(width)
     steps = d.steps if steps is None else int(steps)
-    guidance = d.guidance if guidance is None else float(guidance)
+    from vidrt.pipeline import _number   # the same checks as Pipeline.__call__
+
+    guidance = d.guidance if guidance is None else _number(
+        "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
     if two_experts:
-        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else float(guidance_2)
+        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else _number(
+            "guidance_2", guidance_2, "use a finite number, e.g. guidance_2=3.0 (<= 1 turns guidance off there)")
     if steps < 1:
         raise ConfigError(f"steps={steps}; use at least 1 denoising step")
     _, c, _, hl, wl = pipe.latent_shape(1, 1, height, width)
