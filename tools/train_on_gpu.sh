@@ -46,6 +46,9 @@
 # adherence?). Session 26 (benchmarks/results/expert_mix.md): the carried arm denoising s in [0.3, 0.85] with the
 # shipped DiT on the other steps scores 0.547 / 0.700 (clips / images; +0.021 +- 0.010 / +0.032 on the shipped model),
 # so its binding is usable at mid noise and its ends are what lag: an arm continued from it should beat that mix alone.
+# Session 27 (same file): the carried arm's own low-noise steps, fine-tuned 49 CPU minutes at s < 0.3, did not move
+# (images 0.655 vs 0.654 alone); run a continued arm with its low-noise expert as a Wan 2.2 pair too (eval_default_model.py
+# --transformer-2 DIR --boundary-ratio 0.3) when the plain one's clean criterion still lags.
 # (Shipping 12 blocks: the base model alone is 30.6 MB (DiT 23.4 in fp16), a 12-block causal DiT 23.4 more in fp16
 # but 12.55 MB with --set export_causal_dtype=int8 (vidrt.quant.storage, session 23; long clips: docs/precision.md):
 # 43.2 MB, over tests/test_errors.py's 40 MB budget unless the VAE and the text encoder are exported in fp16 too:
