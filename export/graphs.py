@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from vidrt.kernels.reference import Rope3D, build_rope_3d
 from vidrt.models.dit import WanDiT
-from vidrt.models.vae import Resample, WanVAE, _frames_to_images, _images_to_frames
+from vidrt.models.vae import Resample, ResidualUpBlock, WanVAE, _frames_to_images, _images_to_frames, unpatchify
 
 
 class DiTGraph(nn.Module):
@@ -68,11 +68,16 @@ class VAEDecoderGraph(nn.Module):
         x = dec.conv_in(x)
         x = dec.mid_block(x, None)
         for block in dec.up_blocks:
+            residual = isinstance(block, ResidualUpBlock)   # Wan 2.2: a shortcut around the stage
+            shortcut = block.avg_shortcut(x, first_chunk=True) if residual and block.avg_shortcut else None
             for resnet in block.resnets:
                 x = resnet(x, None)
-            if block.upsamplers is not None:
-                x = _resample(block.upsamplers[0], x)
-        x = dec.conv_out(F.silu(dec.norm_out(x)))
+            up = block.upsampler if residual else block.upsamplers[0] if block.upsamplers is not None else None
+            if up is not None:
+                x = _resample(up, x)
+            if shortcut is not None:
+                x = x + shortcut
+        x = unpatchify(dec.conv_out(F.silu(dec.norm_out(x))), vae.config.patch_size)
         return x.clamp(-1.0, 1.0).float()
 
 

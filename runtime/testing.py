@@ -30,10 +30,12 @@ def drop_checkout_root(root: Path) -> None:
 def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int = 12, layers: int = 2,
                   text_dim: int = 16, seed: int = 0, flow_shift: float = 3.0, scheduler: str = "unipc",
                   ffn_dim: int = 32, vae_base_dim: int = 3, text_layers: int = 2,
-                  boundary_ratio: float | None = None) -> Path:
+                  boundary_ratio: float | None = None, wan22_vae: bool = False) -> Path:
     """Save a random diffusers WanPipeline folder at ``path`` (tiny by default) and return it.
 
-    ``boundary_ratio``: a two-expert (Wan 2.2 A14B-style) folder, with a second random DiT as transformer_2."""
+    ``boundary_ratio``: a two-expert (Wan 2.2 A14B-style) folder, with a second random DiT as transformer_2.
+    ``wan22_vae``: a Wan 2.2 TI2V-5B-style folder: residual VAE with a 2x2 patchify (x16 space) and
+    ``expand_timesteps`` (per-token timesteps) in the pipeline."""
     from diffusers import (AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler,
                            WanPipeline, WanTransformer3DModel)
     from transformers import UMT5Config, UMT5EncoderModel
@@ -43,8 +45,13 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
     path = Path(path)
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(base_dim=vae_base_dim, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
-                           temperal_downsample=[False, True, True])
+    if wan22_vae:
+        vae = AutoencoderKLWan(base_dim=8, decoder_base_dim=12, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                               temperal_downsample=[False, True, True], is_residual=True, patch_size=2,
+                               in_channels=12, out_channels=12, scale_factor_spatial=16)
+    else:
+        vae = AutoencoderKLWan(base_dim=vae_base_dim, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                               temperal_downsample=[False, True, True])
     def dit():
         return WanTransformer3DModel(
             patch_size=patch, num_attention_heads=heads, attention_head_dim=head_dim, in_channels=16, out_channels=16,
@@ -61,10 +68,10 @@ def make_tiny_wan(path: Path, *, patch=(1, 2, 2), heads: int = 2, head_dim: int 
                                         num_train_timesteps=1000, flow_shift=flow_shift)
     else:
         sched = FlowMatchEulerDiscreteScheduler(shift=flow_shift)
-    experts = {}
+    experts = {"expand_timesteps": True} if wan22_vae else {}
     if boundary_ratio is not None:
         torch.manual_seed(seed + 1)
-        experts = dict(transformer_2=dit().eval(), boundary_ratio=boundary_ratio)
+        experts.update(transformer_2=dit().eval(), boundary_ratio=boundary_ratio)
     pipe = WanPipeline(tokenizer=tok, text_encoder=te.eval(), vae=vae.eval(), transformer=transformer.eval(),
                        scheduler=sched, **experts)
     pipe.save_pretrained(str(path))

@@ -112,3 +112,13 @@ def test_corrupt_json_is_clear(broken):
     (broken / "transformer" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         Pipeline.from_pretrained(broken)
+
+
+def test_original_wan22_ti2v_release_is_refused_with_the_fix(tiny_wan, tmp_path):
+    import json
+
+    orig = to_original_layout(tiny_wan, tmp_path / "orig")
+    cfg = json.loads((orig / "config.json").read_text())
+    (orig / "config.json").write_text(json.dumps({**cfg, "model_type": "ti2v"}))
+    with pytest.raises(CheckpointError, match="TI2V-5B.*Wan2.2-TI2V-5B-Diffusers"):
+        Pipeline.from_pretrained(orig)

@@ -134,10 +134,8 @@ def _diffusers_experts(root: Path, index: dict) -> tuple[Optional[Path], Optiona
 
     Same reading as diffusers' WanPipeline: without boundary_ratio only ``transformer`` ever runs."""
     where = root / "model_index.json"
-    if index.get("expand_timesteps"):
-        raise CheckpointError(f"{where} sets expand_timesteps: this is a Wan 2.2 TI2V checkpoint (per-token "
-                              "timesteps, Wan 2.2 VAE), which vidrt does not run; use a Wan 2.1 or Wan 2.2 T2V-A14B "
-                              "folder")
+    # expand_timesteps (Wan 2.2 TI2V-5B): per-token timesteps, for the tokens of a conditioning image; in
+    # text-to-video every token has the step's timestep, which is the ordinary scalar path
     entry = index.get("transformer_2")
     named = isinstance(entry, list) and bool(entry) and entry[0] is not None
     boundary = index.get("boundary_ratio")

@@ -132,7 +132,8 @@ def vae_state_from_original(state: Mapping[str, torch.Tensor], config: Optional[
     if unknown:
         raise CheckpointError(f"{len(unknown)} keys are not original Wan 2.1 VAE names: {', '.join(unknown[:8])}"
                               f"{' ...' if len(unknown) > 8 else ''}; is this a diffusers VAE (load it as such) "
-                              "or a Wan 2.2 VAE (not supported)?")
+                              "or a Wan 2.2 VAE (Wan2.2_VAE.pth: vidrt reads that VAE from diffusers folders only; use the "
+                              "model's -Diffusers release)?")
     return out
 
 

@@ -1,4 +1,4 @@
-"""Wan 2.1 causal 3D VAE: encode video to latents, decode latents to video, chunk by chunk.
+"""Wan causal 3D VAE (2.1, and 2.2's residual one): encode video to latents, decode latents to video, chunk by chunk.
 
 The module tree and parameter names are those of diffusers' ``AutoencoderKLWan`` so a diffusers
 ``vae/`` state dict loads with ``strict=True`` (original Wan names: ``vidrt.checkpoints.wan_vae_keys``).
@@ -10,6 +10,11 @@ decode. The cache lives in the stream object, never in the module, so streams ca
 
 Frame counts: T video frames <-> 1 + (T - 1) / 4 latent frames (Wan 2.1: 4x time, 8x space). The
 first latent frame stands for one video frame (an image), every later one for four.
+
+Wan 2.2's VAE (TI2V-5B; ``is_residual``, ``patch_size`` 2: 4x time, 16x space, 48 channels) adds parameter-free
+shortcuts around each down / up block (pixels folded into channels and averaged, or channels repeated and unfolded)
+and folds 2x2 pixels into channels before the encoder (``patchify``). Its shortcuts work within one chunk, as in
+diffusers, so streams must chunk as diffusers does (first frame alone or 1 + 4k frames, then multiples of 4).
 """
 from __future__ import annotations
 
@@ -57,11 +62,11 @@ class VAEConfig:
     latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN
     latents_std: tuple[float, ...] = WAN21_LATENTS_STD
     decoder_base_dim: Optional[int] = None
-    in_channels: int = 3
+    in_channels: int = 3   # of the encoder's first conv: 3 x patch_size^2 with a patchify
     out_channels: int = 3
+    is_residual: bool = False   # Wan 2.2: parameter-free shortcuts around every down / up block
+    patch_size: Optional[int] = None   # Wan 2.2: p x p pixels folded into channels around the encoder / decoder
 
-    # Options of Wan 2.2's VAE (residual up/down blocks, pixel patchify) that this module lacks.
-    _UNSUPPORTED = {"is_residual": False, "patch_size": None}
     # Informational keys: derived from the structure here, checked for consistency only.
     _DERIVED = ("scale_factor_temporal", "scale_factor_spatial")
 
@@ -83,6 +88,10 @@ class VAEConfig:
                                   f"write {self.z_dim} per-channel values for {name} into vae/config.json")
         if any(s <= 0 for s in self.latents_std):
             raise ConfigError("VAE config: latents_std must be positive; fix vae/config.json")
+        p = self.patch_size or 1
+        if p < 1 or self.in_channels % (p * p) or self.out_channels % (p * p):
+            raise ConfigError(f"VAE config: patch_size={self.patch_size} with in_channels={self.in_channels} and "
+                              f"out_channels={self.out_channels}: the channels must be video channels x patch_size^2")
 
     @property
     def temporal_factor(self) -> int:
@@ -91,8 +100,13 @@ class VAEConfig:
 
     @property
     def spatial_factor(self) -> int:
-        """Pixels per latent pixel along H and W: 8 for Wan 2.1."""
-        return 2 ** (len(self.dim_mult) - 1)
+        """Pixels per latent pixel along H and W: 8 for Wan 2.1, 16 for Wan 2.2's (8 x its 2x2 patchify)."""
+        return 2 ** (len(self.dim_mult) - 1) * (self.patch_size or 1)
+
+    @property
+    def video_channels(self) -> int:
+        """Colour channels of the video (in_channels without the patchify's folding)."""
+        return self.in_channels // (self.patch_size or 1) ** 2
 
     def video_frames(self, latent_frames: int) -> int:
         """Video frames decoded from ``latent_frames`` latent frames."""
@@ -117,10 +131,6 @@ class VAEConfig:
             if key in known:
                 if value is not None or key == "decoder_base_dim":
                     kwargs[key] = value
-            elif key in cls._UNSUPPORTED:
-                if value != cls._UNSUPPORTED[key]:
-                    raise ConfigError(f"VAE config: {key}={value!r} is a Wan 2.2 VAE option that vidrt does not "
-                                      f"support; use a Wan 2.1 VAE ({key}={cls._UNSUPPORTED[key]!r})")
             elif key not in cls._DERIVED:
                 logger.debug("VAE config: ignoring unknown key %r", key)
         check_config(kwargs, field_types(cls), where)
@@ -373,6 +383,109 @@ class Resample(nn.Module):
         return out[0] if len(out) == 1 else torch.cat(out, dim=2)
 
 
+class AverageDown(nn.Module):
+    """Wan 2.2's down-block shortcut: fold (time x height x width) blocks of ``factor_t x factor_s x factor_s``
+    into channels and average them in groups down to ``out_dim`` channels. No parameters; works within one chunk,
+    whose front is zero-padded to a multiple of ``factor_t`` (the clip's first frame is paired with a zero frame)."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int):
+        super().__init__()
+        self.out_dim, self.factor_t, self.factor_s = out_dim, factor_t, factor_s
+        factor = factor_t * factor_s * factor_s
+        if in_dim * factor % out_dim:
+            raise ConfigError(f"VAE: a residual down block from {in_dim} to {out_dim} channels cannot average "
+                              f"{in_dim * factor} folded channels into {out_dim}; check dim_mult")
+        self.group = in_dim * factor // out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ft, fs = self.factor_t, self.factor_s
+        x = F.pad(x, (0, 0, 0, 0, (ft - x.shape[2] % ft) % ft, 0))
+        b, c, t, h, w = x.shape
+        x = x.view(b, c, t // ft, ft, h // fs, fs, w // fs, fs).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        return x.reshape(b, self.out_dim, self.group, t // ft, h // fs, w // fs).mean(dim=2)
+
+
+class RepeatUp(nn.Module):
+    """Wan 2.2's up-block shortcut: repeat channels and unfold them into ``factor_t x factor_s x factor_s`` blocks.
+    No parameters. On a clip's first chunk the first latent frame stands for one frame: its extra copies are cut."""
+
+    def __init__(self, in_dim: int, out_dim: int, factor_t: int, factor_s: int):
+        super().__init__()
+        self.out_dim, self.factor_t, self.factor_s = out_dim, factor_t, factor_s
+        factor = factor_t * factor_s * factor_s
+        if out_dim * factor % in_dim:
+            raise ConfigError(f"VAE: a residual up block from {in_dim} to {out_dim} channels cannot unfold them; "
+                              "check dim_mult")
+        self.repeats = out_dim * factor // in_dim
+
+    def forward(self, x: torch.Tensor, first_chunk: bool = False) -> torch.Tensor:
+        ft, fs = self.factor_t, self.factor_s
+        x = x.repeat_interleave(self.repeats, dim=1)
+        b, _, t, h, w = x.shape
+        x = x.view(b, self.out_dim, ft, fs, fs, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        x = x.reshape(b, self.out_dim, t * ft, h * fs, w * fs)
+        return x[:, :, ft - 1:] if first_chunk else x
+
+
+class ResidualDownBlock(nn.Module):
+    """Wan 2.2 encoder stage: residual blocks and an optional 2x downsampler, plus the averaging shortcut."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, temporal: bool, down: bool):
+        super().__init__()
+        self.avg_shortcut = AverageDown(in_dim, out_dim, 2 if temporal else 1, 2 if down else 1)
+        dims = [in_dim] + [out_dim] * num_res_blocks
+        self.resnets = nn.ModuleList([ResidualBlock(a, b, dropout) for a, b in zip(dims[:-1], dims[1:])])
+        self.downsampler = Resample(out_dim, "downsample3d" if temporal else "downsample2d") if down else None
+
+    def forward(self, x: torch.Tensor, cache: TemporalCache) -> torch.Tensor:
+        shortcut = self.avg_shortcut(x)
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.downsampler is not None:
+            x = self.downsampler(x, cache)
+        return x + shortcut
+
+
+class ResidualUpBlock(nn.Module):
+    """Wan 2.2 decoder stage: num_res_blocks + 1 residual blocks and an optional 2x upsampler (keeping the width),
+    plus the repeating shortcut."""
+
+    def __init__(self, in_dim: int, out_dim: int, num_res_blocks: int, dropout: float, temporal: bool, up: bool):
+        super().__init__()
+        self.avg_shortcut = RepeatUp(in_dim, out_dim, 2 if temporal else 1, 2) if up else None
+        dims = [in_dim] + [out_dim] * (num_res_blocks + 1)
+        self.resnets = nn.ModuleList([ResidualBlock(a, b, dropout) for a, b in zip(dims[:-1], dims[1:])])
+        self.upsampler = (Resample(out_dim, "upsample3d" if temporal else "upsample2d", out_dim=out_dim)
+                          if up else None)
+
+    def forward(self, x: torch.Tensor, cache: TemporalCache, first_chunk: bool = False) -> torch.Tensor:
+        shortcut = None if self.avg_shortcut is None else self.avg_shortcut(x, first_chunk)
+        for resnet in self.resnets:
+            x = resnet(x, cache)
+        if self.upsampler is not None:
+            x = self.upsampler(x, cache)
+        return x if shortcut is None else x + shortcut
+
+
+def patchify(x: torch.Tensor, p: Optional[int]) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C p p, T, H/p, W/p): each p x p pixel block into channels (diffusers' order)."""
+    if not p or p == 1:
+        return x
+    b, c, t, h, w = x.shape
+    x = x.view(b, c, t, h // p, p, w // p, p).permute(0, 1, 6, 4, 2, 3, 5)
+    return x.reshape(b, c * p * p, t, h // p, w // p)
+
+
+def unpatchify(x: torch.Tensor, p: Optional[int]) -> torch.Tensor:
+    """The inverse of :func:`patchify`."""
+    if not p or p == 1:
+        return x
+    b, cpp, t, h, w = x.shape
+    c = cpp // (p * p)
+    x = x.view(b, c, p, p, t, h, w).permute(0, 1, 4, 5, 3, 6, 2)
+    return x.reshape(b, c, t, h * p, w * p)
+
+
 def frame_local_convs(module: nn.Module) -> list[CausalConv3d]:
     """The causal convs that a frame-local VAE restricts to their own frame: every one with a time kernel
     except the time resamplers' (which compress or expand time and must look back)."""
@@ -419,6 +532,10 @@ class Encoder(nn.Module):
         blocks: list[nn.Module] = []
         last = len(config.dim_mult) - 1
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if config.is_residual:   # Wan 2.2: one block per stage, its downsampler inside
+                blocks.append(ResidualDownBlock(in_dim, out_dim, config.num_res_blocks, config.dropout,
+                                                temporal=i != last and config.temperal_downsample[i], down=i != last))
+                continue
             for _ in range(config.num_res_blocks):
                 blocks.append(ResidualBlock(in_dim, out_dim, config.dropout))
                 in_dim = out_dim
@@ -451,6 +568,10 @@ class Decoder(nn.Module):
         blocks = []
         last = len(mult) - 1
         for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+            if config.is_residual:   # Wan 2.2: the upsampler keeps the width
+                blocks.append(ResidualUpBlock(in_dim, out_dim, config.num_res_blocks, config.dropout,
+                                              temporal=i != last and temperal_upsample[i], up=i != last))
+                continue
             if i > 0:  # the previous upsampler halved the width
                 in_dim //= 2
             upsample = None if i == last else "upsample3d" if temperal_upsample[i] else "upsample2d"
@@ -459,11 +580,12 @@ class Decoder(nn.Module):
         self.norm_out = RMSNorm(dims[-1])
         self.conv_out = CausalConv3d(dims[-1], config.out_channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, cache: TemporalCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: TemporalCache, first_chunk: bool = False) -> torch.Tensor:
+        """``first_chunk``: ``x`` starts the clip (Wan 2.2's shortcuts cut the first latent frame's copies)."""
         x = self.conv_in(x, cache)
         x = self.mid_block(x, cache)
         for block in self.up_blocks:
-            x = block(x, cache)
+            x = block(x, cache, first_chunk) if isinstance(block, ResidualUpBlock) else block(x, cache)
         return self.conv_out(F.silu(self.norm_out(x)), cache)
 
 
@@ -498,7 +620,7 @@ class LatentDistribution:
 # ------------------------------------------------------------------------------------------ model
 
 class WanVAE(nn.Module):
-    """Wan 2.1 causal video VAE with diffusers' AutoencoderKLWan parameter names.
+    """Wan 2.1 (or 2.2, ``is_residual``) causal video VAE with diffusers' AutoencoderKLWan parameter names.
 
     ``decode`` / ``encode`` work on raw VAE latents; ``normalize`` / ``denormalize`` convert to and
     from the DiT's latent space with the config's per-channel mean/std.
@@ -634,7 +756,7 @@ class WanVAE(nn.Module):
         return dist.sample(generator) if sample else dist.mode()
 
     def check_video(self, video: torch.Tensor, first: bool = True) -> None:
-        c, tf, s = self.config.in_channels, self.temporal_factor, self.spatial_factor
+        c, tf, s = self.config.video_channels, self.temporal_factor, self.spatial_factor
         if video.dim() != 5 or video.shape[1] != c:
             raise ShapeError(f"VAE encode takes video (B, {c}, T, H, W), got shape {tuple(video.shape)}")
         t, h, w = video.shape[2:]
@@ -669,9 +791,9 @@ class StreamDecoder:
             raise ShapeError(f"stream decode chunk has batch/height/width {(b, h, w)} but the stream started with "
                              f"{self._shape}; start a new stream_decoder() for a different size")
         z = z.to(device=vae.device, dtype=vae.dtype)
-        x = vae.decoder(vae.post_quant_conv(z), self.cache)
+        x = vae.decoder(vae.post_quant_conv(z), self.cache, first_chunk=self.latent_frames_seen == 0)
         self.latent_frames_seen += t
-        return x.clamp_(-1.0, 1.0)
+        return unpatchify(x, vae.config.patch_size).clamp_(-1.0, 1.0)
 
     def reset(self) -> None:
         """Forget the past: the next chunk starts a new clip."""
@@ -698,7 +820,7 @@ class StreamEncoder:
         t = video.shape[2]
         if not first and (t < tf or t % tf):
             raise ShapeError(f"after the first chunk, stream encode takes a multiple of {tf} frames, got {t}")
-        video = video.to(device=vae.device, dtype=vae.dtype)
+        video = patchify(video.to(device=vae.device, dtype=vae.dtype), vae.config.patch_size)
         moments = vae.quant_conv(vae.encoder(video, self.cache))
         self.frames_seen += t
         return LatentDistribution.from_moments(moments)

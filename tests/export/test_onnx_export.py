@@ -136,3 +136,22 @@ def test_bad_requests(tiny_wan, onnx_dir, tmp_path):
     with pytest.raises(ConfigError, match="backend='torch'"):
         pipe("a red circle", num_frames=1, height=16, width=16, steps=2, cache="teacache", cache_threshold=0.1,
              progress=False)
+
+
+def test_wan22_vae_decoder_graph_matches_on_dynamic_shapes(tmp_path):
+    """Wan 2.2's residual VAE (shortcuts, 2x2 unpatchify) exports as one shape-generic decoder graph."""
+    from vidrt.checkpoints.load import load_vae, resolve_layout
+    from vidrt.export.onnx_export import export_onnx
+    from vidrt.testing import make_tiny_wan
+
+    folder = make_tiny_wan(tmp_path / "ti2v", wan22_vae=True)
+    export_onnx(folder, tmp_path / "onnx", components=("vae_decoder",))
+    vae = load_vae(resolve_layout(folder))
+    sess = ort.InferenceSession(str(tmp_path / "onnx" / "vae_decoder.onnx"), providers=["CPUExecutionProvider"])
+    for shape in [(1, 16, 1, 2, 2), (2, 16, 3, 4, 2), (1, 16, 4, 2, 3)]:
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+        out = torch.from_numpy(sess.run(None, {"latents": z.numpy()})[0])
+        with torch.no_grad():
+            ref = vae.decode(vae.denormalize(z))
+        assert out.shape == ref.shape == (shape[0], 3, 1 + 4 * (shape[2] - 1), 16 * shape[3], 16 * shape[4])
+        assert float((out - ref).abs().max()) < 1e-4 and float(ref.std()) > 0.05
