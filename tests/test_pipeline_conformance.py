@@ -128,6 +128,7 @@ def test_wan22_ti2v_text_to_video_matches_diffusers(ti2v, frames, h, w):
     without a conditioning image, so vidrt's scalar path gives the same latents; the residual VAE decodes them."""
     ours, ref = ti2v
     assert ref.config.expand_timesteps and ours.vae_scale_spatial == ref.vae_scale_factor_spatial == 16
+    assert ours.defaults.fps == 24.0   # the model's frame rate (a vidrt.json may say otherwise)
     shape = ours.latent_shape(1, frames, h, w)
     assert shape[3:] == (h // 16, w // 16)
     lat = torch.randn(shape, generator=torch.Generator().manual_seed(3))
