@@ -95,7 +95,7 @@ def _t5_key_to_original(key: str) -> str:
     return f"blocks.{n}.{table[rest]}"
 
 
-def _write_original_dit(src: Path, dst: Path) -> None:
+def _write_original_dit(src: Path, dst: Path, model_type: str = "t2v") -> None:
     """A diffusers transformer folder as an original Wan DiT folder: config.json (Wan names) + two shards."""
     import json
 
@@ -107,7 +107,7 @@ def _write_original_dit(src: Path, dst: Path) -> None:
     tcfg = json.loads((src / "config.json").read_text())
     heads, hd = tcfg["num_attention_heads"], tcfg["attention_head_dim"]
     (dst / "config.json").write_text(json.dumps({
-        "model_type": "t2v", "dim": heads * hd, "num_heads": heads, "num_layers": tcfg["num_layers"],
+        "model_type": model_type, "dim": heads * hd, "num_heads": heads, "num_layers": tcfg["num_layers"],
         "ffn_dim": tcfg["ffn_dim"], "freq_dim": tcfg["freq_dim"], "in_dim": tcfg["in_channels"],
         "out_dim": tcfg["out_channels"], "text_dim": tcfg["text_dim"], "patch_size": tcfg["patch_size"],
         "eps": tcfg["eps"], "qk_norm": True, "cross_attn_norm": True, "text_len": 512}))
@@ -124,7 +124,8 @@ def _write_original_dit(src: Path, dst: Path) -> None:
 
 def to_original_layout(src: Path, dst: Path) -> Path:
     """Rewrite a diffusers Wan folder in the original Wan release layout: sharded DiT, .pth VAE and T5, tokenizer
-    in google/umt5-xxl/. A two-expert folder becomes Wan 2.2 A14B's layout (high_noise_model/, low_noise_model/)."""
+    in google/umt5-xxl/. A two-expert folder becomes Wan 2.2 A14B's layout (high_noise_model/, low_noise_model/), a
+    TI2V-style one (expand_timesteps, residual VAE) TI2V-5B's (model_type "ti2v", Wan2.2_VAE.pth)."""
     import json
     import shutil
 
@@ -134,17 +135,18 @@ def to_original_layout(src: Path, dst: Path) -> Path:
     from vidrt.models.vae import VAEConfig
 
     src, dst = Path(src), Path(dst)
+    ti2v = bool(json.loads((src / "model_index.json").read_text()).get("expand_timesteps"))
     if (src / "transformer_2").is_dir():
         dst.mkdir(parents=True)
         _write_original_dit(src / "transformer", dst / "high_noise_model")
         _write_original_dit(src / "transformer_2", dst / "low_noise_model")
     else:
-        _write_original_dit(src / "transformer", dst)
+        _write_original_dit(src / "transformer", dst, "ti2v" if ti2v else "t2v")
     vcfg = json.loads((src / "vae" / "config.json").read_text())
     (dst / "vae_config.json").write_text(json.dumps(vcfg))
     vae = vae_state_to_original(load_file(src / "vae" / "diffusion_pytorch_model.safetensors"),
                                 VAEConfig.from_dict(vcfg))
-    torch.save(dict(vae), dst / "Wan2.1_VAE.pth")
+    torch.save(dict(vae), dst / ("Wan2.2_VAE.pth" if vcfg.get("is_residual") else "Wan2.1_VAE.pth"))
     t5 = load_file(next((src / "text_encoder").glob("*.safetensors")))
     torch.save({_t5_key_to_original(k): v for k, v in t5.items() if k != "encoder.embed_tokens.weight"},
                dst / "models_t5_umt5-xxl-enc-bf16.pth")

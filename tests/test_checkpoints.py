@@ -114,11 +114,19 @@ def test_corrupt_json_is_clear(broken):
         Pipeline.from_pretrained(broken)
 
 
-def test_original_wan22_ti2v_release_is_refused_with_the_fix(tiny_wan, tmp_path):
-    import json
+def test_original_wan22_ti2v_release_gives_the_diffusers_folders_frames(tmp_path):
+    """TI2V-5B's original layout (model_type "ti2v", Wan2.2_VAE.pth with vae2_2.py's names, structure read off the
+    tensors) gives the frames of the same model's diffusers folder; its release settings (24 fps, shift 5) apply."""
+    from vidrt.testing import make_tiny_wan
 
-    orig = to_original_layout(tiny_wan, tmp_path / "orig")
-    cfg = json.loads((orig / "config.json").read_text())
-    (orig / "config.json").write_text(json.dumps({**cfg, "model_type": "ti2v"}))
-    with pytest.raises(CheckpointError, match="TI2V-5B.*Wan2.2-TI2V-5B-Diffusers"):
-        Pipeline.from_pretrained(orig)
+    folder = make_tiny_wan(tmp_path / "ti2v", wan22_vae=True)
+    orig = to_original_layout(folder, tmp_path / "orig")
+    assert (orig / "Wan2.2_VAE.pth").is_file()
+    (orig / "vae_config.json").unlink()   # the structure from the tensors alone (Wan 2.1's 16-channel statistics)
+    p = Pipeline.from_pretrained(orig)
+    assert p.vae.config.is_residual and p.vae.spatial_factor == 16 and p.defaults.fps == 24.0
+    assert p.scheduler_config["flow_shift"] == 5.0
+    kw = dict(height=32, width=32, num_frames=5, steps=2, seed=0, max_sequence_length=16, progress=False, shift=3.0)
+    a = Pipeline.from_pretrained(folder)("a red circle moves left", **kw)
+    b = p("a red circle moves left", **kw)
+    assert psnr(a.frames / 255.0, b.frames / 255.0) >= 60.0

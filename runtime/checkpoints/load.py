@@ -27,6 +27,8 @@ DEFAULT_SCHEDULER = {"_class_name": "UniPCMultistepScheduler", "flow_shift": 3.0
 # Wan 2.2 T2V-A14B in the original layout (high_noise_model/ + low_noise_model/): the settings its release
 # keeps in code (Wan2.2 wan/configs/wan_t2v_A14B.py), not in the folder. A vidrt.json beside it overrides them.
 WAN22_A14B = {"boundary_ratio": 0.875, "flow_shift": 12.0, "steps": 40, "guidance": 4.0, "guidance_2": 3.0}
+# Wan 2.2 TI2V-5B (config.json model_type "ti2v"; wan/configs/wan_ti2v_5B.py): 24 fps video, shift 5
+WAN22_TI2V = {"flow_shift": 5.0, "fps": 24.0}
 
 
 @dataclass
@@ -110,9 +112,12 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
         for p in (vae, t5, tok):
             if not p.exists():
                 raise CheckpointError(f"original Wan folder {root} lacks {p.name}; it needs config.json, the DiT "
-                                      "safetensors, Wan2.1_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/")
+                                      "safetensors, the VAE (Wan2.1_VAE.pth; Wan2.2_VAE.pth for TI2V-5B), "
+                                      "models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/")
         if not all(two):
-            return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
+            settings = {**(WAN22_TI2V if _read_json(cfg).get("model_type") == "ti2v" else {}), **defaults}
+            scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift", DEFAULT_SCHEDULER["flow_shift"])}
+            return CheckpointLayout("wan_original", root, root, vae, t5, tok, scheduler, settings)
         settings = {**WAN22_A14B, **defaults}
         boundary = _boundary_ratio(settings["boundary_ratio"], root / "vidrt.json")
         scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}

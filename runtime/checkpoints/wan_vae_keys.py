@@ -1,10 +1,13 @@
-"""Key names of the original Wan 2.1 VAE (``Wan2.1_VAE.pth``, wan/modules/vae.py) <-> diffusers names.
+"""Key names of the original Wan VAEs (``Wan2.1_VAE.pth``, wan/modules/vae.py; ``Wan2.2_VAE.pth``,
+wan/modules/vae2_2.py) <-> diffusers names.
 
-vidrt's :class:`~vidrt.models.vae.WanVAE` uses diffusers' AutoencoderKLWan names. The original
+vidrt's :class:`~vidrt.models.vae.WanVAE` uses diffusers' AutoencoderKLWan names. The original 2.1
 release flattens the decoder's blocks into one ``decoder.upsamples`` list (per stage:
 num_res_blocks + 1 residual blocks, then a resample), so mapping decoder names needs the config's
 ``num_res_blocks``; everything else maps by name alone. Unlike diffusers' converter this works for
 any Wan 2.1-style structure (not only num_res_blocks=2 with four stages), in both directions.
+Wan 2.2's keeps one module per stage (``encoder.downsamples.I.downsamples.J``: residual blocks, then the
+resample at J = num_res_blocks; the decoder's at J = num_res_blocks + 1), as diffusers' ``convert_vae_22`` reads it.
 """
 from __future__ import annotations
 
@@ -50,11 +53,28 @@ def _stride(config: Optional[VAEConfig]) -> int:
     return (config or VAEConfig()).num_res_blocks + 2
 
 
+def _stage_key_from_original(key: str) -> Optional[str]:
+    """Wan 2.2 (residual) stage keys: ``encoder.downsamples.I.downsamples.J.*`` / ``decoder.upsamples.I.upsamples.J.*``."""
+    m = re.match(r"^(encoder\.downsamples|decoder\.upsamples)\.(\d+)\.(?:downsamples|upsamples)\.(\d+)\.(.+)$", key)
+    if not m:
+        return None
+    side = "encoder.down_blocks" if m[1].startswith("encoder") else "decoder.up_blocks"
+    res = _sub(_RES_FROM_ORIGINAL, m[4])
+    if res is not None and m[4].startswith(("residual.", "shortcut.")):
+        return f"{side}.{m[2]}.resnets.{m[3]}.{res}"
+    if re.match(r"^(resample\.1|time_conv)\.(weight|bias)$", m[4]):
+        return f"{side}.{m[2]}.{'downsampler' if side.startswith('encoder') else 'upsampler'}.{m[4]}"
+    return key
+
+
 def vae_key_from_original(key: str, config: Optional[VAEConfig] = None) -> str:
-    """Original Wan VAE key -> diffusers/vidrt key (config: Wan 2.1 if None).
+    """Original Wan VAE key -> diffusers/vidrt key (config: Wan 2.1 if None; Wan 2.2's names map by name alone).
 
     Unknown keys come back unchanged, so a strict loader reports them as unexpected.
     """
+    staged = _stage_key_from_original(key)
+    if staged is not None:
+        return staged
     m = re.match(r"^conv([12])\.(weight|bias)$", key)
     if m:
         return f"{'quant_conv' if m[1] == '1' else 'post_quant_conv'}.{m[2]}"
@@ -95,6 +115,21 @@ def vae_key_to_original(key: str, config: Optional[VAEConfig] = None) -> str:
         part = {"conv_in": "conv1", "norm_out": "head.0", "conv_out": "head.2"}[m[2]]
         return f"{m[1]}.{part}.{m[3]}"
     new = None
+    cfg = config or VAEConfig()
+    m = re.match(r"^(encoder\.down_blocks|decoder\.up_blocks)\.(\d+)\.(resnets\.(\d+)|downsampler|upsampler)\.(.+)$",
+                 key)
+    if cfg.is_residual and m:
+        side = "encoder.downsamples" if m[1].startswith("encoder") else "decoder.upsamples"
+        inner = side.split(".")[1]
+        if m[4] is not None:
+            rest = _sub(_RES_TO_ORIGINAL, m[5])
+            new = f"{side}.{m[2]}.{inner}.{m[4]}.{rest}" if rest is not None else None
+        elif re.match(r"^(resample\.1|time_conv)\.(weight|bias)$", m[5]):
+            at = cfg.num_res_blocks + (0 if side.startswith("encoder") else 1)   # after the stage's residual blocks
+            new = f"{side}.{m[2]}.{inner}.{at}.{m[5]}"
+        if new is None:
+            raise KeyError(f"no original Wan VAE name for {key!r}")
+        return new
     m = re.match(r"^(encoder|decoder)\.mid_block\.(resnets|attentions)\.(\d+)\.(.+)$", key)
     if m:
         rest = _sub(_RES_TO_ORIGINAL, m[4]) if m[2] == "resnets" else _sub([], m[4])
@@ -130,10 +165,9 @@ def vae_state_from_original(state: Mapping[str, torch.Tensor], config: Optional[
             unknown.append(key)
         out[new] = state[key]
     if unknown:
-        raise CheckpointError(f"{len(unknown)} keys are not original Wan 2.1 VAE names: {', '.join(unknown[:8])}"
+        raise CheckpointError(f"{len(unknown)} keys are not original Wan VAE names: {', '.join(unknown[:8])}"
                               f"{' ...' if len(unknown) > 8 else ''}; is this a diffusers VAE (load it as such) "
-                              "or a Wan 2.2 VAE (Wan2.2_VAE.pth: vidrt reads that VAE from diffusers folders only; use the "
-                              "model's -Diffusers release)?")
+                              "or from another VAE family?")
     return out
 
 
@@ -157,6 +191,8 @@ def vae_config_from_original_state(state: Mapping[str, torch.Tensor], **override
         z_dim = state["conv2.weight"].shape[0]
     except KeyError as exc:
         raise CheckpointError(f"not an original Wan VAE state dict: missing {exc}") from None
+    if any(k.startswith("encoder.downsamples.0.downsamples.") for k in state.keys()):
+        return _residual_config(state, base_dim, z_dim, overrides)
     blocks: dict[int, set[str]] = {}
     for key in state.keys():
         m = re.match(r"^encoder\.downsamples\.(\d+)\.(residual|shortcut|resample|time_conv|to_qkv)", key)
@@ -176,4 +212,35 @@ def vae_config_from_original_state(state: Mapping[str, torch.Tensor], **override
     num_res_blocks = num_res_blocks or res_in_stage
     found = dict(base_dim=base_dim, z_dim=z_dim, dim_mult=dim_mult, num_res_blocks=num_res_blocks,
                  temperal_downsample=temporal)
+    return VAEConfig(**{**found, **overrides})
+
+
+def _residual_config(state: Mapping[str, torch.Tensor], base_dim: int, z_dim: int, overrides: dict) -> VAEConfig:
+    """Wan 2.2's structure off an original ``Wan2.2_VAE.pth`` (one module per stage); its 48-channel latent
+    statistics are the release's unless ``overrides`` say otherwise."""
+    from vidrt.models.vae import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
+
+    stages: dict[int, dict[int, set[str]]] = {}
+    for key in state.keys():
+        m = re.match(r"^encoder\.downsamples\.(\d+)\.downsamples\.(\d+)\.(residual|resample|time_conv)", key)
+        if m:
+            stages.setdefault(int(m[1]), {}).setdefault(int(m[2]), set()).add(m[3])
+    order = sorted(stages)
+    try:
+        dim_mult = [state[f"encoder.downsamples.{i}.downsamples.0.residual.2.weight"].shape[0] // base_dim
+                    for i in order]
+        head = state["decoder.head.2.weight"]
+    except KeyError as exc:
+        raise CheckpointError(f"not an original Wan 2.2 VAE state dict: missing {exc}") from None
+    cin = state["encoder.conv1.weight"].shape[1]
+    patch = round((cin / 3) ** 0.5)
+    dec = head.shape[1] // dim_mult[0]
+    found: dict = dict(base_dim=base_dim, z_dim=z_dim, dim_mult=dim_mult,
+                       num_res_blocks=sum("residual" in kinds for kinds in stages[order[0]].values()),
+                       temperal_downsample=[any("time_conv" in kinds for kinds in stages[i].values())
+                                            for i in order[:-1]],
+                       is_residual=True, patch_size=patch if patch > 1 else None, in_channels=cin,
+                       out_channels=head.shape[0], decoder_base_dim=dec if dec != base_dim else None)
+    if z_dim == len(WAN22_LATENTS_MEAN):
+        found.update(latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD)
     return VAEConfig(**{**found, **overrides})

@@ -115,10 +115,8 @@ _ORIGINAL_TYPES = {"dim": int, "num_heads": int, "ffn_dim": int, "num_layers": i
 
 def _config_from_original(d: dict[str, Any]) -> dict[str, Any]:
     """Original Wan config.json (dim, num_heads, ...) -> diffusers names."""
-    if d.get("model_type") == "ti2v":
-        raise CheckpointError("this is the original Wan 2.2 TI2V-5B release: vidrt reads its Wan 2.2 VAE from the "
-                              "diffusers layout only; use the Wan2.2-TI2V-5B-Diffusers folder")
-    if d.get("model_type", "t2v") != "t2v":
+    # "ti2v" (Wan 2.2 TI2V-5B): text-to-video is its image-free mode, every token at the step's timestep
+    if d.get("model_type", "t2v") not in ("t2v", "ti2v"):
         raise CheckpointError(f"original Wan model_type {d['model_type']!r} is not text-to-video; "
                               "vidrt runs t2v checkpoints")
     dim, heads = int(d["dim"]), int(d["num_heads"])

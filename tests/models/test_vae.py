@@ -223,8 +223,6 @@ def test_normalize_matches_pipeline_formula(pair):
 
 def test_original_wan_keys_round_trip(pair):
     ref, vae, _ = pair
-    if vae.config.is_residual:
-        pytest.skip("Wan 2.2's VAE is read from diffusers folders only (its original .pth names are not mapped)")
     state = vae.state_dict()
     original = vae_state_to_original(state, vae.config)
     assert is_original_vae_state(original) and not is_original_vae_state(state)
@@ -332,3 +330,25 @@ def test_frame_local_fast_path_equals_the_full_conv_and_diffusers(pair, monkeypa
     with torch.no_grad():
         conv.weight[:, :, 0] += 0.1
     assert conv._frame_local_weight() is None
+
+
+def test_wan22_original_names_are_the_ones_diffusers_converter_reads():
+    """Wan2.2_VAE.pth names (wan/modules/vae2_2.py: one module per stage, its resample after the residual blocks)
+    as diffusers' convert_vae_22 maps them; both directions."""
+    from vidrt.checkpoints.wan_vae_keys import vae_key_from_original, vae_key_to_original
+
+    cfg = VAEConfig.from_dict(CONFIGS["wan22"])   # num_res_blocks 1
+    pairs = {
+        "encoder.downsamples.0.downsamples.0.residual.0.gamma": "encoder.down_blocks.0.resnets.0.norm1.gamma",
+        "encoder.downsamples.0.downsamples.0.shortcut.weight": "encoder.down_blocks.0.resnets.0.conv_shortcut.weight",
+        "encoder.downsamples.1.downsamples.1.time_conv.weight": "encoder.down_blocks.1.downsampler.time_conv.weight",
+        "encoder.downsamples.0.downsamples.1.resample.1.bias": "encoder.down_blocks.0.downsampler.resample.1.bias",
+        "decoder.upsamples.0.upsamples.1.residual.6.weight": "decoder.up_blocks.0.resnets.1.conv2.weight",
+        "decoder.upsamples.2.upsamples.2.resample.1.weight": "decoder.up_blocks.2.upsampler.resample.1.weight",
+        "decoder.upsamples.0.upsamples.2.time_conv.bias": "decoder.up_blocks.0.upsampler.time_conv.bias",
+        "decoder.middle.1.to_qkv.weight": "decoder.mid_block.attentions.0.to_qkv.weight",
+        "encoder.conv1.weight": "encoder.conv_in.weight", "conv2.bias": "post_quant_conv.bias",
+    }
+    for original, ours in pairs.items():
+        assert vae_key_from_original(original, cfg) == ours
+        assert vae_key_to_original(ours, cfg) == original
