@@ -122,6 +122,8 @@ def test_original_wan22_ti2v_release_gives_the_diffusers_folders_frames(tmp_path
     folder = make_tiny_wan(tmp_path / "ti2v", wan22_vae=True)
     orig = to_original_layout(folder, tmp_path / "orig")
     assert (orig / "Wan2.2_VAE.pth").is_file()
+    shutil.copy(to_original_layout(make_tiny_wan(tmp_path / "w21"), tmp_path / "o21") / "Wan2.1_VAE.pth", orig)
+    # (a stray Wan 2.1 VAE beside it: the ti2v model takes its own Wan2.2_VAE.pth)
     (orig / "vae_config.json").unlink()   # the structure from the tensors alone (Wan 2.1's 16-channel statistics)
     p = Pipeline.from_pretrained(orig)
     assert p.vae.config.is_residual and p.vae.spatial_factor == 16 and p.defaults.fps == 24.0

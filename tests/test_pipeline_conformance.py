@@ -143,3 +143,14 @@ def test_wan22_ti2v_text_to_video_matches_diffusers(ti2v, frames, h, w):
     video = ours("a red circle moves right", steps=4, guidance=5.0, latents=lat.clone(), progress=False, **kw)
     assert video.frames.shape == (frames, h, w, 3) and float(np.std(expect)) > 0.01
     assert psnr(video.frames / 255.0, expect) >= 40.0
+
+
+def test_wan22_ti2v_batch_with_negative_prompts_matches_diffusers(ti2v):
+    ours, ref = ti2v
+    prompts, negs = ["a red circle moves right", "a blue square"], ["green", "red circle"]
+    lat = torch.randn(ours.latent_shape(2, 5, 32, 64), generator=torch.Generator().manual_seed(4))
+    kw = dict(height=32, width=64, num_frames=5, max_sequence_length=16)
+    want = ref(prompts, negative_prompt=negs, num_inference_steps=3, guidance_scale=4.0, latents=lat.clone(),
+               output_type="latent", **kw).frames
+    got = ours(prompts, negs, steps=3, guidance=4.0, latents=lat.clone(), output="latent", progress=False, **kw)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-4

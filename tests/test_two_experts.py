@@ -209,6 +209,12 @@ def test_broken_two_expert_folders(two, tiny_wan, tmp_path, caplog):
         Pipeline.from_pretrained(missing)
     with pytest.raises(CheckpointError, match=r"boundary_ratio='0.9'.*number in \(0, 1\)"):
         Pipeline.from_pretrained(_edit_index(two, tmp_path / "c", boundary_ratio="0.9"))
+    # a pair with per-token timesteps (expand_timesteps) runs the scalar path: the same latents
+    expand = Pipeline.from_pretrained(_edit_index(two, tmp_path / "d", expand_timesteps=True))
+    plain = Pipeline.from_pretrained(two)
+    lat = _latents(plain)
+    kw = dict(steps=6, guidance=5.0, output="latent", progress=False, **KW)
+    assert torch.equal(expand(PROMPT, latents=lat.clone(), **kw), plain(PROMPT, latents=lat.clone(), **kw))
     # like diffusers: transformer_2 without boundary_ratio never runs (a warning says so) ...
     no_ratio = _edit_index(two, tmp_path / "e", boundary_ratio=None)
     with caplog.at_level(logging.WARNING, logger="vidrt.checkpoints.load"):

@@ -106,7 +106,9 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
         raise CheckpointError(f"original Wan 2.2 folder {root} has {have.name}/ but no {lack.name}/config.json; "
                               f"the A14B checkpoint needs both experts: copy {lack.name}/ from the release")
     if all(two) or (cfg.is_file() and "dim" in _read_json(cfg)):
-        vae = next(iter(sorted(root.glob("*VAE*.pth"))), root / "Wan2.1_VAE.pth")
+        ti2v = cfg.is_file() and _read_json(cfg).get("model_type") == "ti2v"
+        wanted = root / ("Wan2.2_VAE.pth" if ti2v else "Wan2.1_VAE.pth")   # the release's own file first
+        vae = wanted if wanted.is_file() else next(iter(sorted(root.glob("*VAE*.pth"))), wanted)
         t5 = next(iter(sorted(root.glob("models_t5*.pth"))), root / "models_t5_umt5-xxl-enc-bf16.pth")
         tok = root / "google" / "umt5-xxl"
         for p in (vae, t5, tok):
@@ -115,8 +117,10 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
                                       "safetensors, the VAE (Wan2.1_VAE.pth; Wan2.2_VAE.pth for TI2V-5B), "
                                       "models_t5_umt5-xxl-enc-bf16.pth and google/umt5-xxl/")
         if not all(two):
-            settings = {**(WAN22_TI2V if _read_json(cfg).get("model_type") == "ti2v" else {}), **defaults}
-            scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift", DEFAULT_SCHEDULER["flow_shift"])}
+            if not ti2v:
+                return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
+            settings = {**WAN22_TI2V, **defaults}
+            scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}
             return CheckpointLayout("wan_original", root, root, vae, t5, tok, scheduler, settings)
         settings = {**WAN22_A14B, **defaults}
         boundary = _boundary_ratio(settings["boundary_ratio"], root / "vidrt.json")

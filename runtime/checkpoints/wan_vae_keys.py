@@ -234,6 +234,9 @@ def _residual_config(state: Mapping[str, torch.Tensor], base_dim: int, z_dim: in
         raise CheckpointError(f"not an original Wan 2.2 VAE state dict: missing {exc}") from None
     cin = state["encoder.conv1.weight"].shape[1]
     patch = round((cin / 3) ** 0.5)
+    if cin != 3 * patch * patch:
+        raise CheckpointError(f"Wan 2.2 VAE: encoder.conv1 takes {cin} channels, not 3 x p^2 for a p x p patchify of "
+                              "RGB video; the file is not a Wan2.2_VAE.pth (or is corrupt)")
     dec = head.shape[1] // dim_mult[0]
     found: dict = dict(base_dim=base_dim, z_dim=z_dim, dim_mult=dim_mult,
                        num_res_blocks=sum("residual" in kinds for kinds in stages[order[0]].values()),

@@ -348,7 +348,7 @@ class WanDiT(nn.Module):
             raise ShapeError(f"latents have {c} channels but the transformer takes {self.config.in_channels}")
         if t % pt or h % ph or w % pw:
             raise ShapeError(f"latent grid {t}x{h}x{w} is not divisible by the patch size {pt}x{ph}x{pw}; "
-                             f"choose a height/width divisible by {8 * ph} (8x VAE x patch)")
+                             "choose a height/width divisible by the VAE's spatial factor x the patch size")
         grid = (t // pt, h // ph, w // pw)
         if max(grid) > self.config.rope_max_seq_len:
             raise ShapeError(f"token grid {grid} exceeds rope_max_seq_len={self.config.rope_max_seq_len}")

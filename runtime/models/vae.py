@@ -99,10 +99,13 @@ class VAEConfig:
                                   f"write {self.z_dim} per-channel values for {name} into vae/config.json")
         if any(s <= 0 for s in self.latents_std):
             raise ConfigError("VAE config: latents_std must be positive; fix vae/config.json")
+        if self.patch_size is not None and self.patch_size < 1:
+            raise ConfigError(f"VAE config: patch_size={self.patch_size}; use null (no patchify) or an integer >= 1")
         p = self.patch_size or 1
-        if p < 1 or self.in_channels % (p * p) or self.out_channels % (p * p):
-            raise ConfigError(f"VAE config: patch_size={self.patch_size} with in_channels={self.in_channels} and "
-                              f"out_channels={self.out_channels}: the channels must be video channels x patch_size^2")
+        if self.in_channels != 3 * p * p or self.out_channels != 3 * p * p:
+            raise ConfigError(f"VAE config: in_channels={self.in_channels}, out_channels={self.out_channels} with "
+                              f"patch_size={self.patch_size}: an RGB video VAE has 3 x patch_size^2 = {3 * p * p} "
+                              "of each; fix vae/config.json")
 
     @property
     def temporal_factor(self) -> int:
@@ -690,7 +693,7 @@ class WanVAE(nn.Module):
         return StreamDecoder(self)
 
     def decode(self, z: torch.Tensor, chunk_frames: Union[int, str, None] = "auto") -> torch.Tensor:
-        """Raw latents (B, z, T', H', W') -> video (B, 3, 1 + 4(T'-1), 8H', 8W') in [-1, 1].
+        """Raw latents (B, z, T', H', W') -> video (B, 3, 1 + 4(T'-1), sH', sW') in [-1, 1] (s: spatial_factor).
 
         ``chunk_frames`` latent frames are decoded per pass: 1 is diffusers' schedule (flattest
         memory), None the whole clip at once, "auto" as many as fit :data:`DECODE_BUDGET_BYTES` of
@@ -720,12 +723,14 @@ class WanVAE(nn.Module):
                           budget_bytes: Optional[int] = None) -> int:
         """Latent frames per decode pass whose full-resolution activations fit ``budget_bytes``.
 
-        Estimate: about 6 live tensors of (batch, base width, 4 frames, 8H', 8W') per latent frame.
+        Estimate: about 6 live tensors of (batch, base width, 4 frames, 8H', 8W') per latent frame (the decoder's
+        resolution: before Wan 2.2's unpatchify).
         """
         cfg = self.config
         width_full = (cfg.decoder_base_dim or cfg.base_dim) * cfg.dim_mult[0]
         elem = torch.finfo(self.dtype).bits // 8 if self.dtype.is_floating_point else 4
-        per_frame = 6 * batch * width_full * cfg.temporal_factor * height * width * self.spatial_factor ** 2 * elem
+        res = self.spatial_factor // (cfg.patch_size or 1)
+        per_frame = 6 * batch * width_full * cfg.temporal_factor * height * width * res ** 2 * elem
         budget = DECODE_BUDGET_BYTES if budget_bytes is None else budget_bytes
         return max(1, int(budget // max(per_frame, 1)))
 
@@ -744,7 +749,7 @@ class WanVAE(nn.Module):
         return StreamEncoder(self)
 
     def encode_distribution(self, video: torch.Tensor, chunk_frames: int = 4) -> LatentDistribution:
-        """Video (B, 3, 1 + 4k, H, W) in [-1, 1] -> latent distribution over (B, z, 1 + k, H/8, W/8).
+        """Video (B, 3, 1 + 4k, H, W) in [-1, 1] -> latent distribution over (B, z, 1 + k, H/s, W/s).
 
         Frames go in as diffusers does: the first alone, then ``chunk_frames`` (a multiple of 4) at a time.
         """
@@ -792,7 +797,7 @@ class StreamDecoder:
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Next chunk of raw latents (B, z, t, H', W') -> its video frames (B, 3, n, 8H', 8W') in [-1, 1]."""
+        """Next chunk of raw latents (B, z, t, H', W') -> its video frames (B, 3, n, sH', sW') in [-1, 1]."""
         vae = self.vae
         vae.check_latents(z)
         b, _, t, h, w = z.shape

@@ -28,6 +28,12 @@ CONFIGS = {
                   temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
                   out_channels=12, scale_factor_spatial=16,
                   latents_mean=[0.3, -0.2, 0.1, 0.5], latents_std=[1.5, 0.7, 2.0, 1.1]),
+    # ... and with the real one's stage widths [1, 2, 4, 4] and two residual blocks per stage (a decoder stage that
+    # halves the width: its shortcut repeats channels 4x, not 8x; the resample after two / three residual blocks)
+    "wan22_deep": dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                       temperal_downsample=[False, True, True], is_residual=True, patch_size=2, in_channels=12,
+                       out_channels=12, scale_factor_spatial=16,
+                       latents_mean=[0.3, -0.2, 0.1, 0.5], latents_std=[1.5, 0.7, 2.0, 1.1]),
 }
 
 
@@ -274,8 +280,13 @@ def test_config_from_dict_checks(caplog):
     assert "some_new_option" in caplog.text
     wan22 = VAEConfig.from_dict({**base, "is_residual": True, "patch_size": 2, "in_channels": 12, "out_channels": 12})
     assert wan22.spatial_factor == 16 and wan22.video_channels == 3 and wan22.temporal_factor == 4
-    with pytest.raises(ConfigError, match="patch_size=2 with in_channels=3"):
+    with pytest.raises(ConfigError, match="in_channels=3, out_channels=3 with patch_size=2: an RGB video VAE has "
+                                          "3 x patch_size\\^2 = 12"):
         VAEConfig.from_dict({**base, "patch_size": 2})
+    with pytest.raises(ConfigError, match="in_channels=12, out_channels=12 with patch_size=None"):
+        VAEConfig.from_dict({**base, "in_channels": 12, "out_channels": 12})
+    with pytest.raises(ConfigError, match="patch_size=0"):
+        VAEConfig.from_dict({**base, "patch_size": 0})
     with pytest.raises(ConfigError, match="latents_mean has 16 values but z_dim=4"):
         VAEConfig.from_dict({k: v for k, v in base.items() if k != "latents_mean"})
     with pytest.raises(ConfigError, match="temperal_downsample"):
@@ -352,3 +363,21 @@ def test_wan22_original_names_are_the_ones_diffusers_converter_reads():
     for original, ours in pairs.items():
         assert vae_key_from_original(original, cfg) == ours
         assert vae_key_to_original(ours, cfg) == original
+
+
+def test_wan22_release_statistics_come_with_a_48_channel_original_vae():
+    """A Wan2.2_VAE.pth holds no latent statistics: a 48-channel one gets the release's (the DiT was trained on
+    latents normalised with them); its structure is read off the tensor shapes."""
+    from vidrt.models.vae import WAN22_LATENTS_MEAN, WAN22_LATENTS_STD
+
+    cfg = VAEConfig(base_dim=8, decoder_base_dim=12, z_dim=48, dim_mult=(1, 2, 2, 2), num_res_blocks=1,
+                    is_residual=True, patch_size=2, in_channels=12, out_channels=12,
+                    latents_mean=WAN22_LATENTS_MEAN, latents_std=WAN22_LATENTS_STD)
+    with torch.device("meta"):
+        vae = WanVAE(cfg)
+    original = vae_state_to_original(vae.state_dict(), cfg)
+    assert vae_config_from_original_state(original) == cfg
+    bad = dict(original)
+    bad["encoder.conv1.weight"] = torch.empty(8, 13, 3, 3, 3, device="meta")
+    with pytest.raises(CheckpointError, match="takes 13 channels"):
+        vae_config_from_original_state(bad)
