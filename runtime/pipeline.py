@@ -371,7 +371,9 @@ class Pipeline:
         if deadline is not None and time.time() >= deadline:
             raise LatencyError(f"deadline already passed ({time.time() - deadline:.2f}s ago); nothing was run")
         if latency_target is not None:
-            schedule = self.plan(latency_target, shape, cfg=cfg, default_steps=steps)
+            guided = self._guided_steps(scales, sampler or d.sampler, shift if shift is not None else d.shift,
+                                        (lo, hi) if guidance_interval is not None else None)
+            schedule = self.plan(latency_target, shape, cfg=guided or cfg, default_steps=steps)
             p = schedule.plan
             steps, cache, cache_threshold, cfg_interval = p.steps, p.cache_spec or "teacache", p.threshold, p.cfg_interval
             logger.info("latency target %.2fs: %s (predicted %.2fs)", latency_target, p.label(), schedule.predicted_s)
@@ -496,14 +498,31 @@ class Pipeline:
         shots = as_shots(shots)   # a malformed shot list fails here, before any model work
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
 
-    def plan(self, latency_target: float, shape: Sequence[int], *, cfg: bool, default_steps: int,
+    def _guided_steps(self, scales: Sequence[float], sampler: str, shift: Optional[float],
+                      interval: Optional[tuple[float, float]]):
+        """For the latency planner: step count -> which steps run classifier-free guidance, when that differs per
+        step (a two-expert model with one scale <= 1, a guidance interval); None when all steps are alike."""
+        if interval is None and len({s > 1.0 for s in scales}) == 1:
+            return None
+        from vidrt.samplers import make_sampler
+
+        def guided(steps: int) -> list[bool]:
+            smp = make_sampler(sampler, steps, shift=shift, config=self.scheduler_config, device="cpu")
+            return [scales[self.expert_index(t)] > 1.0 and (interval is None or
+                                                            interval[0] <= smp.sigma_at(i) <= interval[1])
+                    for i, t in enumerate(smp.timesteps.tolist())]
+
+        return guided
+
+    def plan(self, latency_target: float, shape: Sequence[int], *, cfg, default_steps: int,
              kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None, cost_scale: Optional[float] = None):
         """The scheduler's plan for a generation of latent ``shape`` within ``latency_target`` seconds.
 
         For one KV-cached causal chunk: ``kv_tokens`` past tokens each call attends to, and the chunk's commit
         forward over ``commit_kv_tokens`` of them (see ``vidrt.caching.scheduler.predict_seconds``).
         ``cost_scale``: a correction of the cost model measured on finished work (a stream's parts), used instead
-        of the load probe."""
+        of the load probe. ``cfg``: guidance on every step (bool), or step count -> each step's (see
+        ``vidrt.caching.scheduler.predict_seconds``)."""
         from vidrt.caching.scheduler import calibrate_cost, choose_plan, knobs_for, probe_grid, rescaled_for_load
 
         cost = calibrate_cost(self)

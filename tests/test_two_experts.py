@@ -139,6 +139,13 @@ def test_latency_target_plans_a_two_expert_run(two, tmp_path, monkeypatch):
     assert v.stats["experts"]["steps"] == [2, 4]
     with pytest.raises(LatencyError, match="impossible"):
         p(PROMPT, latency_target=1e-5, steps=6, progress=False, **KW)
+    # guidance only on the low-noise expert's steps: priced as such (4 of 6 steps with CFG), not as 6
+    p.cost_load_check = False   # the same cost model for both plans
+    both = p(PROMPT, latency_target=60.0, steps=6, guidance=3.0, guidance_2=3.0, progress=False, **KW)
+    low = p(PROMPT, latency_target=60.0, steps=6, guidance=1.0, guidance_2=3.0, progress=False, **KW)
+    none = p(PROMPT, latency_target=60.0, steps=6, guidance=1.0, guidance_2=1.0, progress=False, **KW)
+    assert (none.stats["schedule"]["predicted_s"] < low.stats["schedule"]["predicted_s"]
+            < both.stats["schedule"]["predicted_s"])
 
 
 def test_each_step_guided_by_its_own_scale(two):

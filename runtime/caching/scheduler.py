@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -235,20 +235,30 @@ def candidate_plans(default_steps: int, thresholds: Sequence[float] = (0.1, 0.2,
     return plans
 
 
-def predict_seconds(plan: Plan, cost: CostModel, *, tokens: int, batch: int, voxels: int, cfg: bool,
+# classifier-free guidance on every step (bool), or a function: step count -> whether each step is guided
+GuidedSteps = Union[bool, Callable[[int], Sequence[bool]]]
+
+
+def predict_seconds(plan: Plan, cost: CostModel, *, tokens: int, batch: int, voxels: int, cfg: "GuidedSteps",
                     computed_fraction: float = 1.0, kv_tokens: int = 0,
                     commit_kv_tokens: Optional[int] = None) -> float:
     """Predicted wall time of a generation (or of one causal chunk) under ``plan``.
 
+    ``cfg``: whether steps run classifier-free guidance -- a bool for all of them, or a function of the step count
+    giving each step's (a two-expert model with one scale <= 1, a guidance interval).
+
     ``kv_tokens``: cached past tokens every DiT call also attends to (a KV-cached chunk); ``commit_kv_tokens``: a
     chunk's one extra forward that writes its keys/values, attending to that many cached tokens (None: no commit).
     """
+    guided = list(cfg(plan.steps)) if callable(cfg) else [bool(cfg)] * plan.steps
     calls = 0.0
     for i in range(plan.steps):
-        full = cfg and (plan.cfg_interval == 1 or i < 1 or i >= plan.steps - 1 or (i - 1) % plan.cfg_interval == 0)
+        full = guided[i] and (plan.cfg_interval == 1 or i < 1 or i >= plan.steps - 1
+                              or (i - 1) % plan.cfg_interval == 0)
         calls += cost.dit_call(tokens, batch * (2 if full else 1), kv_tokens)
     head = 1.0 if plan.cache is None else computed_fraction
-    commit = 0.0 if commit_kv_tokens is None else cost.dit_call(tokens, batch * (2 if cfg else 1), commit_kv_tokens)
+    commit = 0.0 if commit_kv_tokens is None else cost.dit_call(tokens, batch * (2 if any(guided) else 1),
+                                                                 commit_kv_tokens)
     return cost.text_s + calls * head + commit + plan.steps * cost.step_s + cost.vae_decode(voxels)
 
 
@@ -285,7 +295,7 @@ def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
 
 
 def choose_plan(target_s: float, cost: CostModel, knobs: Sequence[Knob], *, tokens: int, batch: int, voxels: int,
-                cfg: bool, kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None) -> Schedule:
+                cfg: "GuidedSteps", kv_tokens: int = 0, commit_kv_tokens: Optional[int] = None) -> Schedule:
     """Best-quality plan whose predicted time meets ``target_s``; LatencyError naming the fastest otherwise.
 
     Knobs form families (cache, threshold, CFG mode) measured at a few step counts. Each family runs the most

@@ -195,3 +195,18 @@ def test_prediction_counts_cached_keys_and_the_commit():
     assert cached - plain == pytest.approx(4 * 1e-6 * 100 * 300 * 2)    # 4 CFG steps at batch 2
     committed = predict_seconds(Plan(4), cost, kv_tokens=300, commit_kv_tokens=100, **kw)
     assert committed - cached == pytest.approx(cost.dit_call(100, 2, 100))
+
+
+def test_predict_prices_guidance_per_step():
+    """cfg as a function of the step count: each step's guidance priced on its own (two-expert models with one scale
+    <= 1, guidance intervals), between all-guided and none."""
+    from vidrt.caching.scheduler import Plan, predict_seconds
+
+    kw = dict(tokens=256, batch=1, voxels=64)
+    plan = Plan(8, None, 0.0, 1)
+    every, never = (predict_seconds(plan, COST, cfg=c, **kw) for c in (True, False))
+    assert predict_seconds(plan, COST, cfg=lambda n: [True] * n, **kw) == pytest.approx(every)
+    assert predict_seconds(plan, COST, cfg=lambda n: [False] * n, **kw) == pytest.approx(never)
+    half = predict_seconds(plan, COST, cfg=lambda n: [i < n // 2 for i in range(n)], **kw)
+    one_call = COST.dit_call(256, 1)
+    assert half == pytest.approx(never + 4 * (COST.dit_call(256, 2) - one_call))
