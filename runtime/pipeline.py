@@ -100,6 +100,7 @@ class Pipeline:
         self.batch_cfg = True  # cond + uncond in one DiT call
         self.cost_load_check = True  # latency targets: rescale the cached cost model to the machine's load now
         self.teacache_coefficients: tuple[float, ...] = (1.0, 0.0)  # fitted by `vidrt calibrate`
+        self.teacache_coefficients_2: Optional[tuple[float, ...]] = None  # transformer_2's (None: the same)
         for dit in self.experts:
             dit.set_attention_backend(attention)
 
@@ -203,9 +204,11 @@ class Pipeline:
                 expert.set_fused_ops(True)
         from vidrt.caching.calibration import load_calibration
 
-        coeffs = load_calibration(layout.root).get("teacache_coefficients")
-        if coeffs:
-            pipe.teacache_coefficients = tuple(coeffs)
+        calibration = load_calibration(layout.root)
+        if calibration.get("teacache_coefficients"):
+            pipe.teacache_coefficients = tuple(calibration["teacache_coefficients"])
+        if calibration.get("teacache_coefficients_2") and dit_2 is not None:
+            pipe.teacache_coefficients_2 = tuple(calibration["teacache_coefficients_2"])
         return pipe
 
     # ------------------------------------------------------------------ shapes
@@ -422,8 +425,8 @@ class Pipeline:
                     break
                 x = latents.to(self.dtype)
                 if step_experts[i] != expert:  # the first step, or a two-expert checkpoint's switch
-                    if expert >= 0:
-                        plan.reset()   # cached residuals / CFG deltas are the other expert's
+                    if expert >= 0:   # cached residuals / CFG deltas are the other expert's
+                        plan.reset(self.teacache_coefficients_2 if step_experts[i] == 1 else None)
                     expert = step_experts[i]
                     dit, scale = self.experts[expert], scales[expert]
                     kv_all = dit.prepare_context(ctx)

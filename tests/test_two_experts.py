@@ -162,6 +162,29 @@ def test_each_step_guided_by_its_own_scale(two):
     assert batches == {0: [2, 2], 1: [1, 1, 1, 1]}
 
 
+def test_teacache_is_calibrated_per_expert(two, tmp_path):
+    """`vidrt calibrate` fits one TeaCache rescaling per expert; the second applies from the switch on."""
+    from vidrt.caching.calibration import fit_teacache
+    from vidrt.caching.policy import make_cache
+    from vidrt.cli import main
+
+    folder = tmp_path / "two"
+    shutil.copytree(two, folder)
+    assert main(["calibrate", "--model", str(folder), "--height", "32", "--width", "32", "--frames", "5", "--steps",
+                 "10", "--threads", "1", "--skip-quality", "--json", str(tmp_path / "cal.json")]) == 0
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert len(cal["teacache_coefficients"]) >= 2 and len(cal["teacache_coefficients_2"]) >= 2
+    assert cal["teacache_coefficients"] != cal["teacache_coefficients_2"]
+    p = Pipeline.from_pretrained(folder)
+    assert p.teacache_coefficients_2 == tuple(cal["teacache_coefficients_2"])
+    fits = fit_teacache(p, ["a red circle moves right", "a blue square", "a green circle moves up"], degree=1,
+                        steps=10, **KW)
+    assert len(fits) == 2
+    plan = make_cache("teacache", 0.1, coefficients=p.teacache_coefficients)
+    p(PROMPT, steps=6, cache=plan, seed=0, progress=False, **KW)
+    assert list(plan.block.poly.coeffs) == pytest.approx(list(p.teacache_coefficients_2))
+
+
 def test_quantized_and_bf16_load_both_experts(two):
     p = Pipeline.from_pretrained(two, precision="bf16")
     assert p.transformer_2.blocks[0].attn1.to_q.weight.dtype == torch.bfloat16

@@ -61,12 +61,15 @@ class _Recorder(BlockStackCache):
     def __init__(self):
         super().__init__(0.0, warmup_steps=0, final_steps=0)
         self.pairs: list[tuple[float, float]] = []
+        self.expert_of_pair: list[int] = []   # which expert (0, then 1 after a two-expert model's switch) made each
+        self._expert = 0
         self._prev_in: Optional[torch.Tensor] = None
         self._prev_res: Optional[torch.Tensor] = None
 
-    def reset(self) -> None:
+    def reset(self, coefficients=None) -> None:
         super().reset()
         self._prev_in = self._prev_res = None   # no pair across a two-expert checkpoint's switch
+        self._expert += 1
 
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
@@ -76,24 +79,31 @@ class _Recorder(BlockStackCache):
             inp, res = dit.blocks[0].modulated_input(x, mod)[keep], (out - x)[keep]
             if self._prev_in is not None:
                 self.pairs.append((rel_l1(inp, self._prev_in), rel_l1(res, self._prev_res)))
+                self.expert_of_pair.append(self._expert)
             self._prev_in, self._prev_res = inp, res
         return out
 
 
 def fit_teacache(pipe, prompts: Sequence[str] = DEFAULT_PROMPTS, *, degree: int = 4,
-                 progress: Optional[Callable[[int], None]] = None, **gen) -> list[float]:
-    """Fit the polynomial mapping block 0's modulated-input change to the block stack's output change."""
-    xs, ys = [], []
+                 progress: Optional[Callable[[int], None]] = None, **gen) -> list[list[float]]:
+    """Fit the polynomial mapping block 0's modulated-input change to the block stack's output change: one per
+    expert of ``pipe`` (one for a one-DiT model; a two-expert model's differ), highest degree first."""
+    points: list[list[tuple[float, float]]] = [[] for _ in pipe.experts]
     for i, p in enumerate(prompts):
         rec = _Recorder()
         pipe(p, cache=rec, output="latent", progress=False, **gen)
-        xs += [a for a, _ in rec.pairs]
-        ys += [b for _, b in rec.pairs]
+        for e, pair in zip(rec.expert_of_pair, rec.pairs):
+            points[min(e, len(points) - 1)].append(pair)
         if progress:
             progress(i + 1)
-    if len(xs) <= degree:
-        raise ValueError(f"only {len(xs)} calibration points for a degree-{degree} fit; use more steps or prompts")
-    return monotone_fit(np.asarray(xs), np.asarray(ys), degree)
+    fits = []
+    for e, pts in enumerate(points):
+        if len(pts) <= degree:
+            which = f" for expert {e + 1} of {len(points)}" if len(points) > 1 else ""
+            raise ValueError(f"only {len(pts)} calibration points{which} for a degree-{degree} fit; use more steps "
+                             "or prompts")
+        fits.append(monotone_fit(np.asarray([a for a, _ in pts]), np.asarray([b for _, b in pts]), degree))
+    return fits
 
 
 def monotone_fit(x: np.ndarray, y: np.ndarray, degree: int = 4) -> list[float]:

@@ -65,15 +65,19 @@ def _calibrate(args: argparse.Namespace) -> int:
     gen = dict(height=h, width=w, num_frames=frames, steps=steps)
     with tqdm(total=len(prompts), desc="fit teacache", unit="prompt") as bar:
         try:
-            coeffs = fit_teacache(pipe, prompts, degree=DEGREE, progress=lambda i: bar.update(), **gen)
+            fits = fit_teacache(pipe, prompts, degree=DEGREE, progress=lambda i: bar.update(), **gen)
         except ValueError as e:
             if "calibration points" not in str(e):
                 raise
             raise ConfigError(str(e)) from None
+    coeffs = fits[0]
     pipe.teacache_coefficients = tuple(coeffs)
+    data = {"teacache_coefficients": coeffs}
+    if len(fits) > 1:   # a two-expert model: transformer_2's own rescaling
+        pipe.teacache_coefficients_2 = tuple(fits[1])
+        data["teacache_coefficients_2"] = fits[1]
     cost = calibrate_cost(pipe, refresh=True)
-    data = {"teacache_coefficients": coeffs, "calibrated_at": {"height": h, "width": w, "num_frames": frames,
-                                                              "steps": steps, "prompts": prompts}}
+    data["calibrated_at"] = {"height": h, "width": w, "num_frames": frames, "steps": steps, "prompts": prompts}
     if not args.skip_quality:
         plans = candidate_plans(steps, thresholds)
         with tqdm(total=len(plans) * len(prompts), desc="measure plans", unit="run") as bar:
@@ -81,7 +85,8 @@ def _calibrate(args: argparse.Namespace) -> int:
                                   progress=bar.update)
         data["knobs"] = knobs_to_json(knobs)
     path = save_calibration(pipe.source, data)
-    print(f"calibration written to {path}; TeaCache coefficients {['%.4g' % c for c in coeffs]}; "
+    print(f"calibration written to {path}; TeaCache coefficients "
+          f"{' / '.join(str(['%.4g' % c for c in f]) for f in fits)}; "
           f"DiT call ~{cost.dit_call(64, 2) * 1000:.1f} ms at 64 tokens x 2")
     if args.json:
         write_text(args.json, json.dumps(data, indent=2))

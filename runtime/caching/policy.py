@@ -18,11 +18,13 @@ class CachePlan:
     block: Optional[BlockStackCache] = None
     cfg: Optional[CfgCache] = None
 
-    def reset(self) -> None:
-        """Every cache starts afresh (a two-expert checkpoint switched experts)."""
-        for c in (self.block, self.cfg):
-            if c is not None:
-                c.reset()
+    def reset(self, coefficients: Optional[Sequence[float]] = None) -> None:
+        """Every cache starts afresh (a two-expert checkpoint switched experts); ``coefficients``: the new expert's
+        TeaCache rescaling."""
+        if self.block is not None:
+            self.block.reset(coefficients)
+        if self.cfg is not None:
+            self.cfg.reset()
 
     def stats(self) -> dict:
         out: dict = {}

@@ -57,9 +57,10 @@ class BlockStackCache:
         self._step, self._steps, self._slot = index, steps, 0
         self.branches = [list(b) for b in branches]
 
-    def reset(self) -> None:
+    def reset(self, coefficients: Optional[Sequence[float]] = None) -> None:
         """Forget every cached residual and indicator, so the next step computes: another model (a two-expert
-        checkpoint's other expert) takes over from here. Statistics are kept."""
+        checkpoint's other expert) takes over from here. Statistics are kept. ``coefficients``: that model's
+        TeaCache rescaling (TeaCache only)."""
         self._residual.clear()
         self._prev = None
 
@@ -121,6 +122,12 @@ class TeaCache(BlockStackCache):
         super().__init__(threshold, **kw)
         self.poly = np.poly1d(list(coefficients))
         self._acc = 0.0
+
+    def reset(self, coefficients: Optional[Sequence[float]] = None) -> None:
+        super().reset()
+        self._acc = 0.0
+        if coefficients is not None:
+            self.poly = np.poly1d(list(coefficients))
 
     def run_blocks(self, dit, x, mod, run):
         slot, rows = self._next_slot(x.shape[0])
