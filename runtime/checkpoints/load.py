@@ -105,8 +105,9 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
         have, lack = experts if two[0] else experts[::-1]
         raise CheckpointError(f"original Wan 2.2 folder {root} has {have.name}/ but no {lack.name}/config.json; "
                               f"the A14B checkpoint needs both experts: copy {lack.name}/ from the release")
-    if all(two) or (cfg.is_file() and "dim" in _read_json(cfg)):
-        ti2v = cfg.is_file() and _read_json(cfg).get("model_type") == "ti2v"
+    meta = _read_json(cfg) if cfg.is_file() else {}
+    if all(two) or "dim" in meta:
+        ti2v = meta.get("model_type") == "ti2v"
         wanted = root / ("Wan2.2_VAE.pth" if ti2v else "Wan2.1_VAE.pth")   # the release's own file first
         vae = wanted if wanted.is_file() else next(iter(sorted(root.glob("*VAE*.pth"))), wanted)
         t5 = next(iter(sorted(root.glob("models_t5*.pth"))), root / "models_t5_umt5-xxl-enc-bf16.pth")
@@ -119,17 +120,20 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
         if not all(two):
             if not ti2v:
                 return CheckpointLayout("wan_original", root, root, vae, t5, tok, dict(DEFAULT_SCHEDULER), defaults)
-            settings = {**WAN22_TI2V, **defaults}
-            scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}
+            scheduler, settings = _release_settings(WAN22_TI2V, defaults)
             return CheckpointLayout("wan_original", root, root, vae, t5, tok, scheduler, settings)
-        settings = {**WAN22_A14B, **defaults}
-        boundary = _boundary_ratio(settings["boundary_ratio"], root / "vidrt.json")
-        scheduler = {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}
-        settings.pop("boundary_ratio")
+        scheduler, settings = _release_settings(WAN22_A14B, defaults)
+        boundary = _boundary_ratio(settings.pop("boundary_ratio"), root / "vidrt.json")
         return CheckpointLayout("wan_original", root, experts[0], vae, t5, tok, scheduler, settings, experts[1],
                                 boundary)
     raise CheckpointError(f"{root} is neither a diffusers Wan folder (model_index.json) nor an original Wan folder "
                           "(config.json with dim/num_heads); point at the checkpoint's top folder")
+
+
+def _release_settings(release: dict, defaults: dict) -> tuple[dict, dict]:
+    """A release's code-side sampling settings, a vidrt.json beside it winning: (scheduler config, defaults)."""
+    settings = {**release, **defaults}
+    return {**DEFAULT_SCHEDULER, "flow_shift": settings.pop("flow_shift")}, settings
 
 
 def _boundary_ratio(value, where: Path) -> float:
