@@ -116,6 +116,27 @@ class Pipeline:
         boundary = self.boundary_ratio * float(self.scheduler_config.get("num_train_timesteps", 1000))
         return 0 if float(timestep) >= boundary else 1
 
+    def experts_at(self, timesteps: torch.Tensor) -> list[int]:
+        """:meth:`expert_index` of every timestep of a schedule (one host sync for all of them)."""
+        if self.transformer_2 is None:
+            return [0] * len(timesteps)
+        return [self.expert_index(t) for t in timesteps.tolist()]
+
+    def guidance_scales(self, guidance=None, guidance_2=None) -> tuple[float, ...]:
+        """Each expert's classifier-free guidance scale, checked: ``guidance`` (None: the model's default) and, for a
+        two-expert checkpoint, the low-noise expert's ``guidance_2`` (None: the checkpoint's, else ``guidance``)."""
+        d = self.defaults
+        guidance = d.guidance if guidance is None else _number(
+            "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
+        if self.transformer_2 is None:
+            if guidance_2 is not None:
+                raise ConfigError("guidance_2 is the low-noise expert's scale of a two-expert (Wan 2.2 A14B) "
+                                  "checkpoint; this pipeline has one DiT: use guidance")
+            return (guidance,)
+        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else _number(
+            "guidance_2", guidance_2, "use a finite number, e.g. guidance_2=3.0 (<= 1 turns guidance off there)")
+        return guidance, guidance_2
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
@@ -317,16 +338,10 @@ class Pipeline:
         height = d.height if height is None else _whole("height", height)
         width = d.width if width is None else _whole("width", width)
         steps = d.steps if steps is None else _whole("steps", steps)
-        guidance = d.guidance if guidance is None else _number(
-            "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
+        scales = self.guidance_scales(guidance, guidance_2)
+        guidance = scales[0]
         if steps < 1:
             raise ConfigError(f"steps={steps}; use at least 1 denoising step")
-        if guidance_2 is not None and self.transformer_2 is None:
-            raise ConfigError("guidance_2 is the low-noise expert's scale of a two-expert (Wan 2.2 A14B) checkpoint; "
-                              "this pipeline has one DiT: use guidance")
-        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else _number(
-            "guidance_2", guidance_2, "use a finite number, e.g. guidance_2=3.0 (<= 1 turns guidance off there)")
-        scales = (guidance, guidance_2)[:len(self.experts)]
         if shift is not None:
             shift = _number("shift", shift, "use a number such as 3.0, or None for the checkpoint's flow_shift")
         if max_sequence_length is not None:
@@ -407,8 +422,7 @@ class Pipeline:
             plan = make_cache(cache, cache_threshold, coefficients=self.teacache_coefficients,
                               cfg_interval=cfg_interval)
             expert, expert_steps = -1, [0] * len(self.experts)
-            step_experts = ([self.expert_index(t) for t in smp.timesteps.tolist()] if self.transformer_2 is not None
-                            else [0] * len(smp.timesteps))   # one host sync, not one per step
+            step_experts = self.experts_at(smp.timesteps)
             controller = None
             if schedule is not None:
                 from vidrt.caching.scheduler import Controller
@@ -467,7 +481,7 @@ class Pipeline:
             if schedule is not None:
                 stats["schedule"] = schedule.as_dict()
             if self.transformer_2 is not None:
-                stats["experts"] = {"boundary_ratio": self.boundary_ratio, "guidance_2": guidance_2,
+                stats["experts"] = {"boundary_ratio": self.boundary_ratio, "guidance_2": scales[1],
                                     "steps": expert_steps}
             if cache:
                 stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
@@ -511,9 +525,8 @@ class Pipeline:
 
         def guided(steps: int) -> list[bool]:
             smp = make_sampler(sampler, steps, shift=shift, config=self.scheduler_config, device="cpu")
-            return [scales[self.expert_index(t)] > 1.0 and (interval is None or
-                                                            interval[0] <= smp.sigma_at(i) <= interval[1])
-                    for i, t in enumerate(smp.timesteps.tolist())]
+            return [scales[e] > 1.0 and (interval is None or interval[0] <= smp.sigma_at(i) <= interval[1])
+                    for i, e in enumerate(self.experts_at(smp.timesteps))]
 
         return guided
 

@@ -35,7 +35,7 @@ class SlidingWindow:
                               "need window >= 2 and 0 < overlap < window (e.g. window=8, overlap=2)")
         self.pipe = pipe
         self.s = settings
-        self.cfg = max(settings.scales[:len(pipe.experts)]) > 1.0
+        self.cfg = max(settings.scales) > 1.0
         self.window_frames = window_frames
         self.overlap_frames = overlap_frames
         self.context: Optional[torch.Tensor] = None  # last clean latent frames (1, C, overlap, H', W')
@@ -69,10 +69,11 @@ class SlidingWindow:
             ctx_noise = torch.randn(ctx.shape, generator=torch.Generator("cpu").manual_seed(seed)).to(dev)
             x = torch.cat([smp.scale_noise(ctx, smp.sigma_at(0), ctx_noise), x], dim=2)
         t0 = time.perf_counter()
+        step_experts = self.pipe.experts_at(smp.timesteps)
         for i, t in enumerate(smp.timesteps):
             if ctx is not None:  # the known frames, re-noised to this step's level
                 x[:, :, :o] = smp.scale_noise(ctx, smp.sigma_at(i), ctx_noise)
-            e = self.pipe.expert_index(t)
+            e = step_experts[i]
             scale = self.s.scales[e]
             guided = self.cfg and scale > 1.0
             xin = torch.cat([x, x]) if guided else x

@@ -145,9 +145,7 @@ def stream(
     d = pipe.defaults
     cfgm = pipe.transformer.config
     two_experts = len(pipe.experts) > 1
-    if guidance_2 is not None and not two_experts:
-        raise ConfigError("guidance_2 is the low-noise expert's scale of a two-expert (Wan 2.2 A14B) model; this one "
-                          "has one DiT: use guidance")
+    scales = pipe.guidance_scales(guidance, guidance_2)   # checked as Pipeline.__call__ checks them
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r}; use one of {', '.join(MODES)}")
     causal_model = cfgm.num_frame_per_block > 0
@@ -173,21 +171,14 @@ def stream(
     height = d.height if height is None else int(height)
     width = d.width if width is None else int(width)
     steps = d.steps if steps is None else int(steps)
-    from vidrt.pipeline import _number   # the same checks as Pipeline.__call__
-
-    guidance = d.guidance if guidance is None else _number(
-        "guidance", guidance, "use a finite number, e.g. guidance=5.0 (<= 1 turns classifier-free guidance off)")
-    if two_experts:
-        guidance_2 = (d.guidance_2 if d.guidance_2 is not None else guidance) if guidance_2 is None else _number(
-            "guidance_2", guidance_2, "use a finite number, e.g. guidance_2=3.0 (<= 1 turns guidance off there)")
     if steps < 1:
         raise ConfigError(f"steps={steps}; use at least 1 denoising step")
     _, c, _, hl, wl = pipe.latent_shape(1, 1, height, width)
     _, ph, pw = cfgm.patch_size
     frame_tokens = (hl // ph) * (wl // pw)
-    settings = CausalSettings(steps, guidance, sampler or d.sampler, shift, context_noise, cache, cache_threshold,
-                              guidance_2=guidance_2)
-    cfg = max(settings.scales[:len(pipe.experts)]) > 1.0
+    settings = CausalSettings(steps, scales[0], sampler or d.sampler, shift, context_noise, cache, cache_threshold,
+                              guidance_2=scales[1] if two_experts else None)
+    cfg = max(scales) > 1.0
     fps = d.fps
 
     if mode == "causal":
