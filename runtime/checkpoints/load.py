@@ -90,8 +90,8 @@ def resolve_layout(path: str | Path) -> CheckpointLayout:
                            root, DEFAULT_SCHEDULER["flow_shift"])
             scheduler = dict(DEFAULT_SCHEDULER)
         transformer_2, boundary = _diffusers_experts(root, index)
-        if index.get("expand_timesteps"):   # Wan 2.2 TI2V-5B makes 24 fps video (its release's sample_fps)
-            defaults = {"fps": 24.0, **defaults}
+        if index.get("expand_timesteps"):   # Wan 2.2 TI2V-5B: its release's frame rate (the shift is in scheduler/)
+            defaults = {"fps": WAN22_TI2V["fps"], **defaults}
         if "boundary_ratio" in defaults:
             logger.warning("%s sets boundary_ratio, which a diffusers folder keeps in model_index.json (where "
                            "diffusers reads it): ignored. Move it there, or pass boundary_ratio= to from_pretrained",
