@@ -56,9 +56,11 @@ def _subset(prompts: list[str], share: float) -> list[tuple[int, str]]:
     return [(int(i), prompts[int(i)]) for i in sorted(set(idx.tolist()))]
 
 
-def initial_latents(pipe: "vidrt.Pipeline", index: int, frames: int, height: int, width: int) -> torch.Tensor:
-    """Initial noise of held-out prompt `index`: fixed per prompt and size, whatever the batch grouping."""
-    gen = torch.Generator("cpu").manual_seed(10_000 + index)
+def initial_latents(pipe: "vidrt.Pipeline", index: int, frames: int, height: int, width: int,
+                    candidate: int = 0) -> torch.Tensor:
+    """Initial noise of held-out prompt `index`: fixed per prompt and size, whatever the batch grouping; best-of-N's
+    candidate c > 0 has its own (candidate 0 is the plain run's)."""
+    gen = torch.Generator("cpu").manual_seed(10_000 + index + 1_000_000 * candidate)
     return torch.randn(pipe.latent_shape(1, frames, height, width), generator=gen)
 
 
@@ -67,13 +69,15 @@ def sample(pipe, chunk: list[tuple[int, str]], frames: int, height: int, width: 
     """Frames of one batch of held-out prompts and the seconds spent. With ``latents_dir`` the final latents
     are kept there per (size, prompt) and a later run reuses them: only the VAE decodes, so two decoders are
     judged on the very same DiT samples in a fraction of the time (the seconds are then the decode's)."""
-    files = [latents_dir / f"{frames}x{height}x{width}_{i}.pt" for i, _ in chunk] if latents_dir else []
+    n = gen_kwargs.get("candidates", 1)
+    tag = f"_best{n}" if n > 1 else ""
+    files = [latents_dir / f"{frames}x{height}x{width}_{i}{tag}.pt" for i, _ in chunk] if latents_dir else []
     t0 = time.perf_counter()
     kept = [torch.load(f, map_location="cpu") for f in files if f.is_file()]
     if files and len(kept) == len(files) and [k["prompt"] for k in kept] == [p for _, p in chunk]:
         z = torch.cat([k["latents"] for k in kept])
     else:   # none kept yet, or kept for other prompts (another --prompt list): sample and keep
-        noise = torch.cat([initial_latents(pipe, i, frames, height, width) for i, _ in chunk])
+        noise = torch.cat([initial_latents(pipe, i, frames, height, width, c) for c in range(n) for i, _ in chunk])
         z = pipe([p for _, p in chunk], num_frames=frames, height=height, width=width, latents=noise,
                  progress=False, output="latent", **gen_kwargs).cpu()
         for f, zi, (_, prompt) in zip(files, z, chunk):
@@ -303,6 +307,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--attention", default="sdpa")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--candidates", type=int, default=1,
+                    help="best-of-N: N samples per prompt, the model's verifier keeps one (N x the work)")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
@@ -350,6 +356,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         gen_kwargs["guidance_2"] = args.guidance_2
         settings["experts"] = {"transformer_2": str(args.transformer_2 or "the model's"),
                                "boundary_ratio": pipe.boundary_ratio, "guidance_2": args.guidance_2}
+    if args.candidates != 1:
+        gen_kwargs["candidates"] = settings["candidates"] = args.candidates
     if args.guidance_interval:
         gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])

@@ -243,6 +243,10 @@ def export_onnx(model: Union[str, Path, None], out_dir: Union[str, Path], *, pre
         if tok_dir.exists():
             shutil.rmtree(tok_dir)
         text.tokenizer.save_pretrained(str(tok_dir))
+    if (layout.root / "verifier" / "config.json").is_file():   # best-of-N's verifier runs in torch beside the graphs
+        if (out / "verifier").exists():
+            shutil.rmtree(out / "verifier")
+        shutil.copytree(layout.root / "verifier", out / "verifier")
 
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,

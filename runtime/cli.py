@@ -186,6 +186,9 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sampler", default=None, help="unipc | euler (default: the checkpoint's)")
     p.add_argument("--shift", type=float, default=None, help="flow shift (default: the checkpoint's)")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="best-of-N: sample N clips (seeds seed..seed+N-1) and keep the one the model's verifier "
+                        "scores highest (N times the work; the embedded model ships a verifier)")
     p.add_argument("--json", default=None, help="write run statistics as JSON here")
 
 
@@ -193,7 +196,7 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace) -> int:
     from vidrt.video import SINGLE_IMAGE_SUFFIXES, VIDEO_SUFFIXES
 
-    check_positive(args, "threads", "steps", "frames", "height", "width")
+    check_positive(args, "threads", "steps", "frames", "height", "width", "candidates")
     check_seconds(args.seconds)
     check_output(args.json, "--json")
     if args.shots is not None:  # multi-shot clips go through the streaming (chunked, KV-cached) path
@@ -207,6 +210,9 @@ def _generate(args: argparse.Namespace) -> int:
             setattr(ns, k, getattr(args, k))
         if args.prompt is not None:
             raise ConfigError("give a prompt or --shots FILE, not both")
+        if args.candidates != 1:
+            raise ConfigError("--candidates picks among whole clips; a --shots stream is generated chunk by chunk: "
+                              "drop --candidates")
         return longclip_cli._stream(ns)
     if args.prompt is None:
         raise ConfigError("give a prompt, e.g. vidrt generate 'a red circle moves right' -o clip.mp4")
@@ -227,9 +233,13 @@ def _generate(args: argparse.Namespace) -> int:
     check_single(pipe.defaults.num_frames if frames is None else frames)
     video = pipe(args.prompt, args.negative_prompt, num_frames=frames, height=args.height, width=args.width,
                  steps=args.steps, guidance=args.guidance, guidance_2=args.guidance_2, seed=args.seed,
-                 sampler=args.sampler, shift=args.shift)
+                 sampler=args.sampler, shift=args.shift, candidates=args.candidates)
     path = video.save(args.output)
     s = video.stats
+    if "candidates" in s:
+        c = s["candidates"]
+        print(f"best of {c['n']}: candidate {c['picked']} (seed {args.seed + c['picked']}), verifier scores "
+              + ", ".join(f"{v:.3f}" for v in c["scores"]))
     print(f"wrote {path} ({video.num_frames} frames, {video.frames.shape[2]}x{video.frames.shape[1]}, "
           f"{video.fps:g} fps) in {s['total_s']:.2f}s: text {s['text_s']:.2f}s, DiT {s['dit_s']:.2f}s "
           f"({s['dit_per_step_s'] * 1000:.0f} ms/step), VAE {s['vae_s']:.2f}s")

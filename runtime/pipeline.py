@@ -101,6 +101,7 @@ class Pipeline:
         self.cost_load_check = True  # latency targets: rescale the cached cost model to the machine's load now
         self.teacache_coefficients: tuple[float, ...] = (1.0, 0.0)  # fitted by `vidrt calibrate`
         self.teacache_coefficients_2: Optional[tuple[float, ...]] = None  # transformer_2's (None: the same)
+        self._verifier = None
         for dit in self.experts:
             dit.set_attention_backend(attention)
 
@@ -108,6 +109,24 @@ class Pipeline:
     def experts(self) -> list[WanDiT]:
         """The DiTs that denoise: [transformer], or [transformer, transformer_2] for a two-expert checkpoint."""
         return [self.transformer] if self.transformer_2 is None else [self.transformer, self.transformer_2]
+
+    @property
+    def verifier(self):
+        """What ``candidates=N`` keeps the best clip by: an object with ``score(videos (B, 3, T, H, W) in [-1, 1],
+        prompts) -> (B,)`` scores, higher is better. Loaded on first use from the checkpoint's ``verifier/`` folder
+        (the embedded model ships one, `vidrt.world.verifier`); None when there is none. Assign your own to use
+        best-of-N with any checkpoint."""
+        if self._verifier is None and self.source and (Path(self.source) / "verifier" / "config.json").is_file():
+            from vidrt.world.verifier import load_verifier
+
+            self._verifier = load_verifier(Path(self.source) / "verifier", self.device)
+        return self._verifier
+
+    @verifier.setter
+    def verifier(self, value) -> None:
+        if value is not None and not callable(getattr(value, "score", None)):
+            raise ConfigError(f"a verifier needs a score(videos, prompts) method; got {type(value).__name__}")
+        self._verifier = value
 
     def expert_index(self, timestep) -> int:
         """Which of :attr:`experts` denoises at ``timestep`` (0..num_train_timesteps): 1 below the boundary."""
@@ -291,6 +310,7 @@ class Pipeline:
         guidance_interval: Optional[tuple[float, float]] = None,
         latency_target: Optional[float] = None,
         deadline: Optional[float] = None,
+        candidates: int = 1,
         progress: bool = True,
     ) -> Union[Video, list[Video], torch.Tensor]:
         """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
@@ -313,6 +333,11 @@ class Pipeline:
         those arguments) from this device's calibrated cost model; an impossible target raises
         LatencyError before any work. ``deadline`` (a ``time.time()`` instant) stops denoising cleanly
         when reached and decodes the current estimate; ``stats["stopped"]`` says how far it got.
+
+        ``candidates=N`` (best-of-N) samples N clips per prompt in one batch -- candidate c from ``seed + c``, or
+        from rows ``c*B .. c*B+B-1`` of ``latents`` (N*B rows) -- and keeps the one :attr:`verifier` scores highest
+        (N times the DiT and VAE work); ``stats["candidates"]`` holds every score and the pick. Candidate 0 is the
+        clip ``candidates=1`` gives.
         """
         from vidrt.caching.policy import CachePlan, make_cache, parse_policy
         from vidrt.caching.step_cache import BlockStackCache
@@ -322,6 +347,16 @@ class Pipeline:
         d = self.defaults
         single = isinstance(prompt, str)
         prompts = _strings("prompt", prompt)
+        candidates = _whole("candidates", candidates)
+        if candidates < 1:
+            raise ConfigError(f"candidates={candidates}; use 1 (no selection) or more clips per prompt to pick from")
+        if candidates > 1:
+            if self.verifier is None:
+                raise ConfigError(f"candidates={candidates} needs a verifier to pick the best clip and {self.source or 'this pipeline'} "
+                                  "has none (no verifier/ folder); set pipe.verifier or use candidates=1")
+            check = getattr(self.verifier, "check_prompts", None)
+            if check is not None:
+                check(prompts)
         if any(not p.strip() for p in prompts):
             logger.warning("empty prompt: the clip is generated without text conditioning; describe a scene "
                            "to steer it")
@@ -346,6 +381,9 @@ class Pipeline:
             shift = _number("shift", shift, "use a number such as 3.0, or None for the checkpoint's flow_shift")
         if max_sequence_length is not None:
             max_sequence_length = self._text_len(max_sequence_length)
+        asked = prompts
+        if candidates > 1:   # one batch of N x B clips, candidate-major: candidate c is rows c*B .. c*B+B-1
+            prompts, negs = prompts * candidates, negs * candidates
         shape = self.latent_shape(len(prompts), num_frames, height, width)
         cfg = max(scales) > 1.0
         if guidance_interval is not None:
@@ -374,14 +412,15 @@ class Pipeline:
             deadline = _number("deadline", deadline, "give a time.time() instant, e.g. deadline=time.time() + 60")
         if latents is None:
             seed = _whole("seed", seed)
-            if not -2**63 <= seed < 2**64:
+            if not -2**63 <= seed < 2**64 - candidates + 1:
                 raise ConfigError(f"seed={seed} is out of range; use an integer in [-2**63, 2**64), e.g. seed=0")
         elif not isinstance(latents, torch.Tensor):
             raise ConfigError(f"latents must be a torch.Tensor of shape {shape}, not {type(latents).__name__} "
                               "(convert with torch.as_tensor), or None to draw them from seed")
         elif tuple(latents.shape) != shape:
+            per = f" x {candidates} candidates" if candidates > 1 else ""
             raise ShapeError(f"latents have shape {tuple(latents.shape)} but {num_frames} frames at {height}x{width} "
-                             f"for {len(prompts)} prompt(s) need {shape}")
+                             f"for {len(asked)} prompt(s){per} need {shape}")
         elif not torch.isfinite(latents).all():
             raise ConfigError("latents contain NaN/inf; pass finite initial noise, e.g. torch.randn(shape), or None")
 
@@ -402,9 +441,10 @@ class Pipeline:
         oom = (f"out of memory generating {num_frames} frames at {height}x{width} ({stats['tokens']} tokens, batch "
                f"{len(prompts)}); lower the size, frames or batch")
         with out_of_memory_as_shape_error(oom):   # the initial noise is the first large allocation
-            if latents is None:
-                gen = torch.Generator("cpu").manual_seed(seed)
-                latents = torch.randn(shape, generator=gen, dtype=torch.float32)
+            if latents is None:   # candidate c from seed + c (candidate 0: the plain call's noise)
+                one = (len(asked),) + shape[1:]
+                latents = torch.cat([torch.randn(one, generator=torch.Generator("cpu").manual_seed(seed + c),
+                                                 dtype=torch.float32) for c in range(candidates)])
             latents = latents.to(self.device, torch.float32)
         t_start = time.perf_counter()
 
@@ -488,18 +528,32 @@ class Pipeline:
                                   "threshold": cache_threshold, **plan.stats()}
             stats["dit_s"] = time.perf_counter() - t0
             stats["dit_per_step_s"] = stats["dit_s"] / steps
-            if output == "latent":
+            if output == "latent" and candidates == 1:
                 return latents
 
             # decode
             t0 = time.perf_counter()
             videos = self.decode(latents, progress=progress)
             stats["vae_s"] = time.perf_counter() - t0
+            picks = None
+            if candidates > 1:   # best-of-N: keep each prompt's best-scored clip
+                t0 = time.perf_counter()
+                scores = self.verifier.score(videos, prompts).float().cpu().view(candidates, len(asked))
+                picks = scores.argmax(0)
+                keep = picks * len(asked) + torch.arange(len(asked))
+                latents, videos, prompts = latents[keep.to(latents.device)], videos[keep.to(videos.device)], asked
+                stats["verify_s"] = time.perf_counter() - t0
+                if output == "latent":
+                    return latents
             stats["total_s"] = time.perf_counter() - t_start
             if schedule is not None:
                 stats["schedule"]["actual_s"] = stats["total_s"]
             out = [Video(to_frames(v), fps=d.fps, prompt=p, stats=dict(stats), latents=latents[j:j + 1].cpu())
                    for j, (v, p) in enumerate(zip(videos, prompts))]
+            if picks is not None:
+                for j, video in enumerate(out):
+                    video.stats["candidates"] = {"n": candidates, "picked": int(picks[j]),
+                                                 "scores": [float(v) for v in scores[:, j]]}
             return out[0] if single else out
 
     def stream(self, shots, seconds: Optional[float] = None, latency_target: Optional[float] = None, **kw):

@@ -155,3 +155,21 @@ def test_wan22_vae_decoder_graph_matches_on_dynamic_shapes(tmp_path):
             ref = vae.decode(vae.denormalize(z))
         assert out.shape == ref.shape == (shape[0], 3, 1 + 4 * (shape[2] - 1), 16 * shape[3], 16 * shape[4])
         assert float((out - ref).abs().max()) < 1e-4 and float(ref.std()) > 0.05
+
+
+def test_verifier_travels_with_the_export(tiny_wan, tmp_path):
+    """A model folder's best-of-N verifier is copied into its export, so candidates=N works on onnxruntime too."""
+    import shutil
+
+    from vidrt import Pipeline
+    from vidrt.export.onnx_export import export_onnx
+    from vidrt.world.verifier import VerifierConfig, WorldVerifier, save_verifier
+
+    model = tmp_path / "wan"
+    shutil.copytree(tiny_wan, model)
+    save_verifier(WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)), model / "verifier")
+    export_onnx(model, tmp_path / "onnx")
+    assert (tmp_path / "onnx" / "verifier" / "model.safetensors").is_file()
+    pipe = Pipeline.from_pretrained(tmp_path / "onnx", backend="onnxruntime")
+    video = pipe("a red circle", num_frames=5, height=32, width=32, steps=2, candidates=2, progress=False)
+    assert video.stats["candidates"]["n"] == 2 and video.frames.shape == (5, 32, 32, 3)

@@ -1,0 +1,202 @@
+"""A learned verifier for the synthetic world: how well a generated clip shows its prompt, for best-of-N sampling.
+
+``Pipeline(..., candidates=N)`` samples N clips per prompt and keeps the one its verifier scores highest
+(test-time selection, as DALL-E reranked its samples with CLIP). The embedded model ships this verifier in
+``verifier/`` beside its diffusers components.
+
+What it is: a small video transformer (a strided conv stem per frame, 8x8-pixel patches, attention over space and
+the picked frames) trained on the world's renders of *training* prompts only (``tools/train_verifier.py``) to name,
+for every patch, the colour, shape and motion of the object covering it (or none). It never reads the prompt and
+never sees a generated sample or the scorer. A prompt's score is a likelihood built on those per-patch
+predictions: every patch should be explained by the prompt's objects or the background (strays, wrong shapes
+and wrong motions lower it), and every object of the prompt should have a patch that shows it (missing objects
+lower it). Binding is judged per patch: a red patch that looks like a square counts for "a red square" only.
+
+It is not `vidrt.world.score` (the evaluation's rule-based scorer): selection with the scorer itself would
+report the metric it optimises. The two agree only as far as both see the same world.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from vidrt.errors import CheckpointError, ShapeError
+from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse
+
+__all__ = ["VerifierConfig", "WorldVerifier", "load_verifier", "save_verifier", "cell_labels", "pick_frames",
+           "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION"]
+
+NONE_COLOR, NONE_SHAPE, NONE_MOTION = len(COLORS), len(SHAPES), len(MOTIONS)   # "no object here" classes
+_HEADS = (len(COLORS) + 1, len(SHAPES) + 1, len(MOTIONS) + 1)
+_COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
+
+
+@dataclass
+class VerifierConfig:
+    """Sizes of the verifier, stored as its config.json.
+
+    dim / layers / heads: the transformer over patches; max_frames: frames picked evenly from a clip (5 of 33
+    see a whole motion, including both hops of a 2-second bounce); cell: patch size in pixels (the stem's stride);
+    presence_weight: weight of "each object shows in every frame" against "each patch is explained" (1 was
+    chosen on generated samples of *training* prompts, never on the held-out ones).
+    """
+    dim: int = 64
+    layers: int = 4
+    heads: int = 4
+    max_frames: int = 5
+    cell: int = 8
+    presence_weight: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VerifierConfig":
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def pick_frames(num_frames: int, max_frames: int) -> np.ndarray:
+    """Indices of the frames the verifier looks at: up to ``max_frames``, evenly spaced, first and last included."""
+    return np.linspace(0, num_frames - 1, min(num_frames, max_frames)).round().astype(int)
+
+
+class WorldVerifier(nn.Module):
+    """Per-patch object classifier over a clip; :meth:`score` turns it into a prompt score."""
+
+    def __init__(self, config: VerifierConfig = VerifierConfig()):
+        super().__init__()
+        self.config = config
+        d = config.dim
+        if config.cell != 8:
+            raise ValueError("the verifier's stem has stride 8: cell must be 8")
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 48, 3, 1, 1), nn.GELU(),
+                                  nn.Conv2d(48, 64, 4, 2, 1), nn.GELU(), nn.Conv2d(64, d, 4, 2, 1))
+        self.pos = nn.Linear(3 * 16, d)   # sin / cos of (t, y, x) at 8 frequencies
+        layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True,
+                                           activation="gelu")
+        self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, sum(_HEADS))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) in [-1, 1], H and W multiples of 8 -> logits (B, T, H/8, W/8, 9 + 4 + 9):
+        colour, shape and motion of the object covering each patch (last class of each: none)."""
+        b, t, _, h, w = video.shape
+        f = self.stem(video.flatten(0, 1))
+        d, hh, ww = f.shape[1:]
+        f = f.view(b, t, d, hh, ww).permute(0, 1, 3, 4, 2)
+        tt = torch.linspace(0, 1, t) if t > 1 else torch.zeros(1)
+        yy, xx = (torch.arange(hh) + 0.5) / hh, (torch.arange(ww) + 0.5) / ww
+        coords = torch.stack(torch.meshgrid(tt, yy, xx, indexing="ij"), -1).to(video.device)
+        angles = coords[..., None] * (2.0 ** torch.arange(8, device=video.device) * math.pi)
+        pos = self.pos(torch.cat([angles.sin(), angles.cos()], -1).flatten(-2))
+        x = self.norm(self.blocks((f + pos).reshape(b, t * hh * ww, d)))
+        return self.head(x).view(b, t, hh, ww, -1)
+
+    def prepare(self, videos: torch.Tensor) -> torch.Tensor:
+        """Decoded clips (B, 3, T, H, W) in [-1, 1] -> the verifier's input (B, T', 3, H, W): the picked frames,
+        rounded to 8-bit levels as a saved clip would be (the renders it learnt from are 8-bit)."""
+        if videos.ndim != 5 or videos.shape[1] != 3:
+            raise ShapeError(f"the verifier takes clips (B, 3, T, H, W), got shape {tuple(videos.shape)}")
+        h, w = videos.shape[-2:]
+        cell = self.config.cell
+        if h % cell or w % cell:
+            raise ShapeError(f"the verifier needs frames whose height and width are multiples of {cell}, got {h}x{w}")
+        idx = torch.from_numpy(pick_frames(videos.shape[2], self.config.max_frames)).to(videos.device)
+        x = videos.float().index_select(2, idx).clamp(-1, 1)
+        x = ((x + 1) * 127.5).round() / 127.5 - 1
+        return x.permute(0, 2, 1, 3, 4)
+
+    def check_prompts(self, prompts: Sequence[Union[str, Scene]]) -> None:
+        """PromptError (naming the grammar) for a prompt this verifier cannot judge: it knows the world's words only."""
+        from vidrt.errors import PromptError
+
+        for p in prompts:
+            try:
+                parse(p)
+            except PromptError as e:
+                raise PromptError(f"best-of-N with the world verifier judges prompts of the synthetic world's grammar "
+                                  f"only; {p!r} is not one (use candidates=1 for other prompts): {e}") from None
+
+    @torch.no_grad()
+    def score(self, videos: torch.Tensor, prompts: Sequence[Union[str, Scene]]) -> torch.Tensor:
+        """How well each clip (B, 3, T, H, W) in [-1, 1] shows its prompt: a log-likelihood, higher is better.
+        Comparable between clips of one prompt and size (what best-of-N needs), not across prompts."""
+        x = self.prepare(videos)
+        scenes = [parse(p) for p in prompts]
+        if len(scenes) != videos.shape[0]:
+            raise ShapeError(f"{videos.shape[0]} clips for {len(scenes)} prompts; give one prompt per clip")
+        logits = self(x.to(next(self.parameters()).dtype)).float()
+        return torch.stack([prompt_log_likelihood(lo, s, self.config.presence_weight)
+                            for lo, s in zip(logits, scenes)])
+
+
+def prompt_log_likelihood(logits: torch.Tensor, scene: Scene, presence_weight: float = 1.0,
+                          eps: float = 1e-4) -> torch.Tensor:
+    """One clip's per-patch logits (T, h, w, 22) and its scene -> score: mean over patches of log P(the patch shows
+    the background or one of the scene's objects) + ``presence_weight`` x mean over objects and frames of log max
+    over the frame's patches of P(the patch shows that object) (the world's objects stay in view: one that fades
+    out or flickers scores low). An object is its colour, shape and (clips only) motion together."""
+    c, s, m = logits.split(_HEADS, dim=-1)
+    pc, ps, pm = c.softmax(-1), s.softmax(-1), m.softmax(-1)
+    still = logits.shape[0] == 1   # an image shows no motion
+    objects = []
+    for o in scene.objects:
+        p = pc[..., _COLOR_INDEX[o.color]] * ps[..., SHAPES.index(o.shape)]
+        objects.append(p if still else p * pm[..., MOTIONS.index(o.motion)])
+    objects = torch.stack(objects)                                   # (K, T, h, w)
+    explained = torch.log(pc[..., NONE_COLOR] + objects.sum(0) + eps).mean()
+    present = torch.log(objects.flatten(2).max(2).values + eps).mean()   # (K, T): best patch per object and frame
+    return explained + presence_weight * present
+
+
+def cell_labels(frames: np.ndarray, scene: Scene, cell: int = 8, min_cover: float = 0.2) -> torch.Tensor:
+    """Training targets from a clean render: (T, H, W, 3) uint8 of ``scene`` -> (T, H/cell, W/cell, 3) long, the
+    colour, shape and motion class of the object covering most of each cell (none when objects cover less than
+    ``min_cover`` of it). A pixel belongs to the scene colour (background or object) nearest to it; object
+    colours are unique within a scene, so a colour names its object."""
+    palette = np.array([BACKGROUNDS[scene.background]] + [COLORS[o.color] for o in scene.objects], np.float32)
+    dist = ((frames[..., None, :].astype(np.float32) - palette) ** 2).sum(-1)        # (T, H, W, K+1)
+    owner = torch.from_numpy(dist.argmin(-1))
+    cover = F.avg_pool2d(F.one_hot(owner, len(palette)).permute(0, 3, 1, 2).float(), cell)   # (T, K+1, h, w)
+    best_cover, best = cover[:, 1:].max(1)
+    which = torch.where(best_cover > min_cover, best, torch.full_like(best, len(scene.objects)))
+    table = torch.tensor([[_COLOR_INDEX[o.color], SHAPES.index(o.shape), MOTIONS.index(o.motion)]
+                          for o in scene.objects] + [[NONE_COLOR, NONE_SHAPE, NONE_MOTION]])
+    return table[which]
+
+
+def save_verifier(model: WorldVerifier, folder: Union[str, Path], dtype: torch.dtype = torch.float16) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (weights in ``dtype``) to ``folder``."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"_class_name": "WorldVerifier", **asdict(model.config)},
+                                                   indent=2) + "\n")
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()},
+              str(folder / "model.safetensors"))
+    return folder
+
+
+def load_verifier(folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> WorldVerifier:
+    """Read a folder written by :func:`save_verifier` (weights upcast to fp32), ready for :meth:`WorldVerifier.score`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        config = VerifierConfig.from_dict(json.loads((folder / "config.json").read_text()))
+        model = WorldVerifier(config)
+        state = load_file(str(folder / "model.safetensors"))
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:   # missing / truncated files, wrong keys or shapes
+        raise CheckpointError(f"cannot load the verifier in {folder}: {e}; re-export it with "
+                              "tools/train_verifier.py or remove the folder to generate without best-of-N") from e
+    return model.to(device).eval()
