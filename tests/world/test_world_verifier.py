@@ -2,7 +2,6 @@
 judgement of held-out renders against renders of altered prompts (it never saw a held-out prompt)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
