@@ -352,8 +352,9 @@ class Pipeline:
             raise ConfigError(f"candidates={candidates}; use 1 (no selection) or more clips per prompt to pick from")
         if candidates > 1:
             if self.verifier is None:
-                raise ConfigError(f"candidates={candidates} needs a verifier to pick the best clip and {self.source or 'this pipeline'} "
-                                  "has none (no verifier/ folder); set pipe.verifier or use candidates=1")
+                raise ConfigError(f"candidates={candidates} needs a verifier to pick the best clip and "
+                                  f"{self.source or 'this pipeline'} has none (no verifier/ folder); set "
+                                  "pipe.verifier or use candidates=1")
             check = getattr(self.verifier, "check_prompts", None)
             if check is not None:
                 check(prompts)
@@ -413,7 +414,9 @@ class Pipeline:
         if latents is None:
             seed = _whole("seed", seed)
             if not -2**63 <= seed < 2**64 - candidates + 1:
-                raise ConfigError(f"seed={seed} is out of range; use an integer in [-2**63, 2**64), e.g. seed=0")
+                top = ("2**64" if candidates == 1
+                       else f"2**64 - {candidates - 1}) (candidates use seeds seed .. seed + {candidates - 1}")
+                raise ConfigError(f"seed={seed} is out of range; use an integer in [-2**63, {top}), e.g. seed=0")
         elif not isinstance(latents, torch.Tensor):
             raise ConfigError(f"latents must be a torch.Tensor of shape {shape}, not {type(latents).__name__} "
                               "(convert with torch.as_tensor), or None to draw them from seed")

@@ -186,7 +186,7 @@ def save_verifier(model: WorldVerifier, folder: Union[str, Path], dtype: torch.d
 
 
 def load_verifier(folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> WorldVerifier:
-    """Read a folder written by :func:`save_verifier` (weights upcast to fp32), ready for :meth:`WorldVerifier.score`."""
+    """Read a folder written by :func:`save_verifier` (weights upcast to fp32), ready to score clips."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -196,7 +196,7 @@ def load_verifier(folder: Union[str, Path], device: Union[str, torch.device] = "
         model = WorldVerifier(config)
         state = load_file(str(folder / "model.safetensors"))
         model.load_state_dict({k: v.float() for k, v in state.items()})
-    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:   # missing / truncated files, wrong keys or shapes
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:   # missing / truncated / wrong files
         raise CheckpointError(f"cannot load the verifier in {folder}: {e}; re-export it with "
                               "tools/train_verifier.py or remove the folder to generate without best-of-N") from e
     return model.to(device).eval()
