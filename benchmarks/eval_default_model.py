@@ -11,6 +11,7 @@ renders, and the generation time per clip, so a fast path prints "speed x, adher
     python benchmarks/eval_default_model.py                       # embedded model, default settings
     python benchmarks/eval_default_model.py --model PATH --steps 10 --precision bf16 --name fast10
     python benchmarks/eval_default_model.py --quick               # 24 prompts, fewer configurations
+    python benchmarks/eval_default_model.py --candidates 4 --name best_of_4   # best-of-N by the model's verifier
     python benchmarks/eval_default_model.py --compare A.json B.json   # paired B - A per size, with its error
 
 Writes benchmarks/results/<name>.json, <name>.md and <name>.png (contact sheet: generated frames beside
