@@ -170,3 +170,41 @@ def test_eval_of_a_two_expert_pair(tiny_wan, tmp_path):
     one, pair = (sorted((tmp_path / d).glob("*.pt")) for d in ("l1", "l2"))
     assert len(one) == len(pair) == 2
     assert not torch.equal(torch.load(one[0])["latents"], torch.load(pair[0])["latents"])
+
+
+def test_eval_best_of_n_keeps_candidate_zero_as_the_plain_sample(tiny_wan, tmp_path):
+    """--candidates N: the settings record N; with a verifier that always prefers candidate 0 the scores equal the
+    plain run's (candidate 0 is the exact path's noise), so a paired --compare isolates the selection."""
+    import shutil
+
+    import torch
+
+    from vidrt.world.verifier import VerifierConfig, WorldVerifier, save_verifier
+
+    class FirstCandidate(WorldVerifier):
+        def score(self, videos, prompts):
+            n = len(prompts)
+            return torch.tensor([1.0 if i < n // 2 else 0.0 for i in range(n)])   # 2 candidates: rows 0..B-1
+
+    model = tmp_path / "wan"
+    shutil.copytree(tiny_wan, model)
+    save_verifier(WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)), model / "verifier")
+    ev = _load()
+    base = ["--model", str(model), "--prompts", "2", "--sizes", "5x32x32", "--steps", "2", "--threads", "1",
+            "--no-vae", "--out", str(tmp_path)]
+    assert ev.main([*base, "--name", "plain", "--latents", str(tmp_path / "l_plain")]) == 0
+    import vidrt.world.verifier as V
+
+    original = V.load_verifier
+    V.load_verifier = lambda folder, device="cpu": FirstCandidate(VerifierConfig(dim=16, layers=1, heads=2))
+    try:
+        assert ev.main([*base, "--name", "best2", "--candidates", "2", "--latents", str(tmp_path / "l_best")]) == 0
+    finally:
+        V.load_verifier = original
+    plain, best = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "best2"))
+    assert best["settings"]["candidates"] == 2 and "candidates" not in plain["settings"]
+    assert [r["adherence"] for r in best["configs"][0]["rows"]] == [r["adherence"] for r in plain["configs"][0]["rows"]]
+    for i in range(2):   # the kept samples are the plain run's (batched with a second candidate: rounding only)
+        a = torch.load(tmp_path / "l_plain" / f"5x32x32_{i}.pt")["latents"]
+        b = torch.load(tmp_path / "l_best" / f"5x32x32_{i}_best2.pt")["latents"]
+        torch.testing.assert_close(b, a, atol=1e-4, rtol=1e-4)
