@@ -454,7 +454,10 @@ class Pipeline:
         with out_of_memory_as_shape_error(oom):
             # text
             t0 = time.perf_counter()
-            ctx = self.encode_prompts(prompts + (negs if cfg else []), max_sequence_length)
+            b0 = len(asked)   # best-of-N: each text encoded once, its states repeated for every candidate
+            ctx = self.encode_prompts(prompts[:b0] + (negs[:b0] if cfg else []), max_sequence_length)
+            if candidates > 1:
+                ctx = torch.cat([ctx[:b0]] * candidates + ([ctx[b0:]] * candidates if cfg else []))
             stats["text_s"] = time.perf_counter() - t0
 
             # denoise
