@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 import vidrt
+from vidrt.video import to_frames
 from vidrt.world.grammar import parse, train_prompts
 from vidrt.world.score import score
 from vidrt.world.verifier import load_verifier, prompt_log_likelihood
@@ -44,9 +45,8 @@ def probe(pipe, verifier, prompts: list[str], frames: int, height: int, width: i
             logits = verifier(verifier.prepare(videos)).float()
         scene = parse(prompt)
         for c, (video, lo) in enumerate(zip(videos, logits)):
-            frames_u8 = ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
             rows.append({"index": i, "prompt": prompt, "candidate": c,
-                         "adherence": score(frames_u8, prompt, fps=pipe.defaults.fps).adherence,
+                         "adherence": score(to_frames(video), prompt, fps=pipe.defaults.fps).adherence,
                          "verifier": {str(w): prompt_log_likelihood(lo, scene, w).item() for w in weights}})
     return {"rows": rows, "summary": {str(w): summarize(rows, str(w)) for w in weights}}
 

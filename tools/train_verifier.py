@@ -27,8 +27,7 @@ from tqdm.auto import tqdm
 
 from vidrt.world.grammar import parse, sample_train_prompt
 from vidrt.world.render import render
-from vidrt.world.verifier import (NONE_COLOR, NONE_MOTION, NONE_SHAPE, VerifierConfig, WorldVerifier, cell_labels,
-                                  pick_frames, save_verifier)
+from vidrt.world.verifier import HEAD_SIZES, VerifierConfig, WorldVerifier, cell_labels, pick_frames, save_verifier
 
 logger = logging.getLogger("train_verifier")
 # (frames, height, width, share of the batches): the eval's sizes, images and 33-frame 64x64 clips most
@@ -75,7 +74,7 @@ def batch(rng: np.random.Generator, n: int, max_frames: int) -> tuple[torch.Tens
 
 def patch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the colour, shape and (clips only: an image shows no motion) motion heads."""
-    c, s, m = logits.split((NONE_COLOR + 1, NONE_SHAPE + 1, NONE_MOTION + 1), dim=-1)
+    c, s, m = logits.split(HEAD_SIZES, dim=-1)
     loss = F.cross_entropy(c.reshape(-1, c.shape[-1]), labels[..., 0].flatten()) + \
         F.cross_entropy(s.reshape(-1, s.shape[-1]), labels[..., 1].flatten())
     if logits.shape[1] > 1:

@@ -32,10 +32,10 @@ from vidrt.errors import CheckpointError, ShapeError
 from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse
 
 __all__ = ["VerifierConfig", "WorldVerifier", "load_verifier", "save_verifier", "cell_labels", "pick_frames",
-           "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION"]
+           "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION", "HEAD_SIZES"]
 
 NONE_COLOR, NONE_SHAPE, NONE_MOTION = len(COLORS), len(SHAPES), len(MOTIONS)   # "no object here" classes
-_HEADS = (len(COLORS) + 1, len(SHAPES) + 1, len(MOTIONS) + 1)
+HEAD_SIZES = (len(COLORS) + 1, len(SHAPES) + 1, len(MOTIONS) + 1)   # colour, shape, motion classes + none
 _COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
 
 
@@ -82,7 +82,7 @@ class WorldVerifier(nn.Module):
                                            activation="gelu")
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, sum(_HEADS))
+        self.head = nn.Linear(d, sum(HEAD_SIZES))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         """video (B, T, 3, H, W) in [-1, 1], H and W multiples of 8 -> logits (B, T, H/8, W/8, 9 + 4 + 9):
@@ -143,7 +143,7 @@ def prompt_log_likelihood(logits: torch.Tensor, scene: Scene, presence_weight: f
     the background or one of the scene's objects) + ``presence_weight`` x mean over objects and frames of log max
     over the frame's patches of P(the patch shows that object) (the world's objects stay in view: one that fades
     out or flickers scores low). An object is its colour, shape and (clips only) motion together."""
-    c, s, m = logits.split(_HEADS, dim=-1)
+    c, s, m = logits.split(HEAD_SIZES, dim=-1)
     pc, ps, pm = c.softmax(-1), s.softmax(-1), m.softmax(-1)
     still = logits.shape[0] == 1   # an image shows no motion
     objects = []

@@ -8,8 +8,8 @@ import torch
 from vidrt.errors import CheckpointError, PromptError, ShapeError
 from vidrt.pipeline import embedded_model_path
 from vidrt.world import COLORS, MOTIONS, SHAPES, ObjectSpec, Scene, held_out_prompts, parse, render
-from vidrt.world.verifier import (NONE_COLOR, NONE_MOTION, NONE_SHAPE, VerifierConfig, WorldVerifier, cell_labels,
-                                  load_verifier, pick_frames, prompt_log_likelihood, save_verifier)
+from vidrt.world.verifier import (HEAD_SIZES, NONE_COLOR, NONE_MOTION, NONE_SHAPE, VerifierConfig, WorldVerifier,
+                                  cell_labels, load_verifier, pick_frames, prompt_log_likelihood, save_verifier)
 
 SHIPPED = embedded_model_path() / "verifier"
 
@@ -17,7 +17,7 @@ SHIPPED = embedded_model_path() / "verifier"
 def _logits_from_labels(labels: torch.Tensor, sharp: float = 8.0) -> torch.Tensor:
     """Per-patch logits that say exactly what ``labels`` (T, h, w, 3) say."""
     heads = []
-    for k, n in enumerate((NONE_COLOR + 1, NONE_SHAPE + 1, NONE_MOTION + 1)):
+    for k, n in enumerate(HEAD_SIZES):
         heads.append(torch.nn.functional.one_hot(labels[..., k], n).float() * sharp)
     return torch.cat(heads, -1)
 
