@@ -152,6 +152,26 @@ def rescaled_for_load(pipe, cost: CostModel, grid: tuple[int, int, int] = (3, 6,
     return dataclasses.replace(cost.scaled(factor), load_check="rescaled")
 
 
+def nonnegative_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Least squares ``x @ coef ~ y`` with every coefficient >= 0: more tokens or a bigger batch never predicts
+    less time. A plain fit of a small model's noisy timings (fixed overhead dominating) gave negative per-token
+    terms, so a CFG step (batch 2) was priced below an unguided one. Exact over the few columns: the best fit
+    among all subsets of free coefficients whose solution is non-negative."""
+    n = x.shape[1]
+    best, best_err = np.zeros(n), float(np.sum(y ** 2))
+    for mask in range(1, 1 << n):
+        cols = [j for j in range(n) if mask >> j & 1]
+        sol, *_ = np.linalg.lstsq(x[:, cols], y, rcond=None)
+        if np.any(sol < 0):
+            continue
+        coef = np.zeros(n)
+        coef[cols] = sol
+        err = float(np.sum((x @ coef - y) ** 2))
+        if err < best_err:
+            best, best_err = coef, err
+    return best
+
+
 @torch.no_grad()
 def calibrate_cost(pipe, *, refresh: bool = False, grids: Sequence[tuple[int, int, int]] = ((1, 4, 4), (3, 6, 6), (5, 8, 8))
                    ) -> CostModel:
@@ -170,7 +190,7 @@ def calibrate_cost(pipe, *, refresh: bool = False, grids: Sequence[tuple[int, in
         for b in (1, 2):
             ys.append(time_call((t, h, w), b))
             rows.append([1.0, n * b, n * n * b])
-    coef, *_ = np.linalg.lstsq(np.asarray(rows), np.asarray(ys), rcond=None)
+    coef = nonnegative_fit(np.asarray(rows), np.asarray(ys))
     vx, vy = [], []
     for (t, h, w) in ((1, 4, 4), (3, 8, 8)):
         z = torch.randn(1, dit.config.in_channels, t, h, w, device=pipe.device)

@@ -210,3 +210,25 @@ def test_predict_prices_guidance_per_step():
     half = predict_seconds(plan, COST, cfg=lambda n: [i < n // 2 for i in range(n)], **kw)
     one_call = COST.dit_call(256, 1)
     assert half == pytest.approx(never + 4 * (COST.dit_call(256, 2) - one_call))
+
+
+def test_cost_fit_never_prices_more_work_as_cheaper():
+    """Overhead-dominated, noisy timings (a tiny model) fit by plain least squares give a negative per-token term,
+    so a CFG call (batch 2) is priced below an unguided one; the fit keeps every term >= 0 and is exact on clean
+    data."""
+    import numpy as np
+
+    from vidrt.caching.scheduler import nonnegative_fit
+
+    n = np.array([16, 16, 108, 108, 320, 320], float)
+    b = np.array([1, 2, 1, 2, 1, 2], float)
+    x = np.stack([np.ones_like(n), n * b, n * n * b], 1)
+    exact = np.array([2e-3, 3e-6, 1e-9])
+    assert nonnegative_fit(x, x @ exact) == pytest.approx(exact, rel=1e-6)
+    noisy = np.array([5.1e-3, 5.0e-3, 5.2e-3, 4.9e-3, 5.0e-3, 4.8e-3])   # flat: more work measured a bit faster
+    plain, *_ = np.linalg.lstsq(x, noisy, rcond=None)
+    assert plain[1] < 0 or plain[2] < 0
+    fit = nonnegative_fit(x, noisy)
+    assert (fit >= 0).all() and fit[0] == pytest.approx(noisy.mean(), rel=1e-6)
+    cost = CostModel({}, 0.0, tuple(fit), (0.0, 0.0))
+    assert cost.dit_call(320, 2) >= cost.dit_call(320, 1) >= cost.dit_call(16, 1)
