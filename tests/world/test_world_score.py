@@ -1,6 +1,5 @@
 """Scorer validation with numbers: ground truth scores high, wrong prompts / shuffled frames / noise low,
 each criterion reacts to its own defect, and blur + colour shifts barely matter."""
-import time
 
 import numpy as np
 import pytest
@@ -191,11 +190,7 @@ def test_shot_lists_score_continuity():
 def test_inputs_and_speed():
     p = "a cyan square moves down and an orange triangle grows and a purple circle bounces"
     f = render(p, 64, 64, 33, seed=4)
-    t0 = time.perf_counter()
-    s = score(f, p)
-    elapsed = time.perf_counter() - t0
-    print(f"\nscore of a 33x64x64 clip with 3 objects: {elapsed * 1000:.0f} ms")
-    assert elapsed < 1.0
+    s = score(f, p)   # its speed: benchmarks/bench_world.py
     assert score(f.astype(np.float32) / 255, p).adherence == pytest.approx(s.adherence)
     img = render("a cyan square", 96, 64, 1, seed=0)
     assert score(img[0], "a cyan square").adherence == pytest.approx(1.0)
