@@ -124,13 +124,22 @@ def test_probe_verifier_tool(tiny_wan, tmp_path):
     from vidrt.world.verifier import VerifierConfig, WorldVerifier, save_verifier
 
     tool = load_script(Path(__file__).resolve().parents[1] / "tools/probe_verifier.py")
-    folder = save_verifier(WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)), tmp_path / "verifier")
-    out = tmp_path / "probe.json"
-    assert tool.main(["--model", str(tiny_wan), "--verifier", str(folder), "--frames", "5", "--height", "32",
-                      "--width", "32", "--prompts", "3", "--candidates", "2", "--presence-weight", "0,1",
-                      "--out", str(out)]) == 0
+    a = save_verifier(WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)), tmp_path / "a")
+    b = save_verifier(WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2, shape_motion_from="structure")),
+                      tmp_path / "b")
+    out, samples = tmp_path / "probe.json", tmp_path / "samples.npy"
+    args = ["--model", str(tiny_wan), "--verifier", str(a), "--verifier", str(b), "--frames", "5", "--height", "32",
+            "--width", "32", "--prompts", "3", "--candidates", "2", "--presence-weight", "0,1", "--samples",
+            str(samples), "--out", str(out)]
+    assert tool.main(args) == 0
     result = json.loads(out.read_text())
-    assert len(result["rows"]) == 6 and set(result["summary"]) == {"0.0", "1.0"}
+    assert len(result["rows"]) == 6 and set(result["summary"]) == {f"{v}@{w}" for v in (a, b) for w in ("0.0", "1.0")}
     for s in result["summary"].values():
         assert s["oracle"] >= s["picked"] - 1e-9 and s["oracle"] >= s["plain"] - 1e-9
         assert s["picked_minus_plain"] == pytest.approx(s["picked"] - s["plain"])
+    assert np.load(samples).shape == (3, 2, 5, 32, 32, 3)
+    # a second run scores the kept samples (no generation): the same rows
+    assert tool.main(args[:-2] + ["--out", str(tmp_path / "again.json")]) == 0
+    assert json.loads((tmp_path / "again.json").read_text())["rows"] == result["rows"]
+    with pytest.raises(SystemExit, match="holds samples"):
+        tool.main([x if x != "3" else "2" for x in args])

@@ -7,10 +7,11 @@ For each prompt, N samples with the exact path (candidate 0 = seed 50 000 + prom
 as ``candidates=N`` draws them), each scored by the world scorer (`vidrt.world.score`, the evaluation) and by the
 verifier. Prints the scorer's mean adherence of candidate 0 (the plain path), of the verifier's pick and of the
 best candidate (the oracle: what a perfect verifier would reach), and the within-prompt correlation of the two
-scores. ``--presence-weight`` rescoring needs no new samples: ``--keep FILE`` stores the per-patch logits.
+scores. Several ``--verifier`` folders and ``--presence-weight`` values are compared on the same samples;
+``--samples FILE`` keeps the samples for later runs.
 
     python tools/probe_verifier.py --frames 1 --prompts 72 --candidates 4
-    python tools/probe_verifier.py --frames 33 --prompts 32 --candidates 4 --presence-weight 0,1,3
+    python tools/probe_verifier.py --frames 33 --prompts 32 --samples dev33.npy --verifier A --verifier B
 """
 from __future__ import annotations
 
@@ -30,25 +31,38 @@ from vidrt.world.score import score
 from vidrt.world.verifier import load_verifier, prompt_log_likelihood
 
 
-def probe(pipe, verifier, prompts: list[str], frames: int, height: int, width: int, candidates: int,
-          weights: list[float]) -> dict:
-    """Per prompt and candidate: scorer adherence and the verifier's score at each presence weight."""
-    rows = []
+def generate(pipe, prompts: list[str], frames: int, height: int, width: int, candidates: int) -> np.ndarray:
+    """(prompts, candidates, T, H, W, 3) uint8: each prompt's candidates, drawn as ``candidates=N`` draws them."""
+    out = []
     for i, prompt in enumerate(tqdm(prompts, desc=f"{frames}x{height}x{width}", unit="prompt")):
         noise = torch.cat([torch.randn(pipe.latent_shape(1, frames, height, width),
                                        generator=torch.Generator().manual_seed(50_000 + i + c))
                            for c in range(candidates)])
         z = pipe([prompt] * candidates, num_frames=frames, height=height, width=width, latents=noise,
                  output="latent", progress=False)
-        videos = pipe.decode(z)
-        with torch.no_grad():
-            logits = verifier(verifier.prepare(videos)).float()
+        out.append(np.stack([to_frames(v) for v in pipe.decode(z)]))
+    return np.stack(out)
+
+
+def probe(samples: np.ndarray, prompts: list[str], verifiers: dict[str, torch.nn.Module], weights: list[float],
+          fps: float) -> dict:
+    """Per prompt and candidate: scorer adherence and each verifier's score at each presence weight."""
+    rows = []
+    for i, (prompt, clips) in enumerate(zip(prompts, samples)):
+        videos = torch.from_numpy(clips).float().div(127.5).sub(1).permute(0, 4, 1, 2, 3)
         scene = parse(prompt)
-        for c, (video, lo) in enumerate(zip(videos, logits)):
+        scores = {}
+        for name, verifier in verifiers.items():
+            with torch.no_grad():
+                logits = verifier(verifier.prepare(videos)).float()
+            for w in weights:
+                scores[f"{name}@{w}"] = [prompt_log_likelihood(lo, scene, w).item() for lo in logits]
+        for c, frames in enumerate(clips):
             rows.append({"index": i, "prompt": prompt, "candidate": c,
-                         "adherence": score(to_frames(video), prompt, fps=pipe.defaults.fps).adherence,
-                         "verifier": {str(w): prompt_log_likelihood(lo, scene, w).item() for w in weights}})
-    return {"rows": rows, "summary": {str(w): summarize(rows, str(w)) for w in weights}}
+                         "adherence": score(frames, prompt, fps=fps).adherence,
+                         "verifier": {k: v[c] for k, v in scores.items()}})
+    keys = [f"{name}@{w}" for name in verifiers for w in weights]
+    return {"rows": rows, "summary": {k: summarize(rows, k) for k in keys}}
 
 
 def summarize(rows: list[dict], weight: str) -> dict:
@@ -70,33 +84,50 @@ def summarize(rows: list[dict], weight: str) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder (default: the embedded model)")
-    ap.add_argument("--verifier", type=Path, default=None, help="verifier folder (default: the model's verifier/)")
+    ap.add_argument("--verifier", type=Path, action="append", default=None,
+                    help="verifier folder; repeat to compare several on the same samples (default: the model's)")
     ap.add_argument("--frames", type=int, default=1)
     ap.add_argument("--height", type=int, default=64)
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=72, help="training prompts (train_prompts(n, seed=123))")
     ap.add_argument("--candidates", type=int, default=4)
-    ap.add_argument("--presence-weight", default=None, help="comma list (default: the verifier's own)")
+    ap.add_argument("--presence-weight", default=None, help="comma list (default: each verifier's own)")
+    ap.add_argument("--samples", type=Path, default=None,
+                    help="cache of the generated samples (.npy): read when it exists, written when not")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None, help="write every row and the summary as JSON here")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = vidrt.Pipeline.from_pretrained(args.model)
-    verifier = load_verifier(args.verifier) if args.verifier else pipe.verifier
-    if verifier is None:
+    if args.verifier:
+        verifiers = {str(v): load_verifier(v) for v in args.verifier}
+    elif pipe.verifier is not None:
+        verifiers = {"shipped": pipe.verifier}
+    else:
         raise SystemExit("the model has no verifier/ folder: pass --verifier FOLDER")
     weights = ([float(w) for w in args.presence_weight.split(",")] if args.presence_weight
-               else [verifier.config.presence_weight])
-    result = probe(pipe, verifier, train_prompts(args.prompts, seed=123), args.frames, args.height, args.width,
-                   args.candidates, weights)
-    for w, s in result["summary"].items():
+               else sorted({v.config.presence_weight for v in verifiers.values()}))
+    prompts = train_prompts(args.prompts, seed=123)
+    shape = (len(prompts), args.candidates, args.frames, args.height, args.width, 3)
+    if args.samples and args.samples.is_file():
+        samples = np.load(args.samples)
+        if samples.shape != shape:
+            raise SystemExit(f"{args.samples} holds samples {samples.shape}, these settings need {shape}: "
+                             "pass another --samples file")
+    else:
+        samples = generate(pipe, prompts, args.frames, args.height, args.width, args.candidates)
+        if args.samples:
+            np.save(args.samples, samples)
+    result = probe(samples, prompts, verifiers, weights, pipe.defaults.fps)
+    for k, s in result["summary"].items():
         corr, err = s["within_prompt_correlation"], s["stderr"]
-        print(f"presence weight {w}: plain {s['plain']:.3f}, picked {s['picked']:.3f} "
+        print(f"{k}: plain {s['plain']:.3f}, picked {s['picked']:.3f} "
               f"({s['picked_minus_plain']:+.3f} +- {err if err is None else round(err, 3)}), oracle {s['oracle']:.3f}, "
               f"within-prompt correlation {corr if corr is None else round(corr, 2)} ({s['prompts']} prompts)")
     if args.out:
-        args.out.write_text(json.dumps({"settings": vars(args) | {"verifier": str(args.verifier),
-                                                                   "out": str(args.out)}, **result}, indent=1))
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        settings["verifier"] = list(verifiers)
+        args.out.write_text(json.dumps({"settings": settings, **result}, indent=1))
     return 0
 
 

@@ -19,6 +19,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from tqdm.auto import tqdm
 
 from vidrt.world.grammar import parse, sample_train_prompt
 from vidrt.world.render import render
-from vidrt.world.verifier import HEAD_SIZES, VerifierConfig, WorldVerifier, cell_labels, pick_frames, save_verifier
+from vidrt.world.verifier import (HEAD_SIZES, VerifierConfig, WorldVerifier, cell_labels, load_verifier, pick_frames,
+                                  save_verifier)
 
 logger = logging.getLogger("train_verifier")
 # (frames, height, width, share of the batches): the eval's sizes, images and 33-frame 64x64 clips most
@@ -72,24 +74,34 @@ def batch(rng: np.random.Generator, n: int, max_frames: int) -> tuple[torch.Tens
     return degrade(torch.stack(videos), rng), torch.stack(labels)
 
 
-def patch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the colour, shape and (clips only: an image shows no motion) motion heads."""
-    c, s, m = logits.split(HEAD_SIZES, dim=-1)
-    loss = F.cross_entropy(c.reshape(-1, c.shape[-1]), labels[..., 0].flatten()) + \
-        F.cross_entropy(s.reshape(-1, s.shape[-1]), labels[..., 1].flatten())
-    if logits.shape[1] > 1:
-        loss = loss + F.cross_entropy(m.reshape(-1, m.shape[-1]), labels[..., 2].flatten())
+def patch_loss(logits: torch.Tensor, labels: torch.Tensor, heads: tuple[int, ...] = (0, 1, 2)) -> torch.Tensor:
+    """Cross-entropy of the given heads (0 colour, 1 shape, 2 motion; ``logits`` holds those heads' classes in that
+    order). Motion only on clips: an image shows no motion."""
+    loss = logits.new_zeros(())
+    for h, lo in zip(heads, logits.split([HEAD_SIZES[h] for h in heads], dim=-1)):
+        if h != 2 or logits.shape[1] > 1:
+            loss = loss + F.cross_entropy(lo.reshape(-1, lo.shape[-1]), labels[..., h].flatten())
     return loss
 
 
 def train(workdir: Path, steps: int, *, batch_size: int = 16, lr: float = 1e-3, seed: int = 0,
-          config: VerifierConfig = VerifierConfig(), checkpoint_s: float = 300.0) -> WorldVerifier:
-    """Train (or resume) to ``steps`` steps; checkpoints in ``workdir/verifier.pt`` every ``checkpoint_s``."""
+          config: VerifierConfig = VerifierConfig(), rgb_from: Optional[Path] = None,
+          checkpoint_s: float = 300.0) -> WorldVerifier:
+    """Train (or resume) to ``steps`` steps; checkpoints in ``workdir/verifier.pt`` every ``checkpoint_s``.
+
+    ``rgb_from``: a trained verifier whose colour stream is kept as it is (frozen); only the structure stream
+    (``config.shape_motion_from="structure"``) is trained, on its shape and motion heads."""
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = workdir / "verifier.pt"
     torch.manual_seed(seed)
     model = WorldVerifier(config)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    if rgb_from is not None:
+        if model.structure is None:
+            raise SystemExit("--rgb-from trains a structure stream beside a trained colour stream: add --structure")
+        model.rgb.load_state_dict(load_verifier(rgb_from).rgb.state_dict())
+        model.rgb.requires_grad_(False)
+    trained, heads = (model.structure, (1, 2)) if rgb_from is not None else (model, (0, 1, 2))
+    opt = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=0.01)
     warmup = 100
 
     def rate(step: int) -> float:   # warm-up, then cosine down to 55 %
@@ -116,7 +128,7 @@ def train(workdir: Path, steps: int, *, batch_size: int = 16, lr: float = 1e-3, 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="verifier", unit="step")
     for step in bar:
         x, y = batch(rng, batch_size, config.max_frames)
-        loss = patch_loss(model(x), y)
+        loss = patch_loss(model(x) if rgb_from is None else model.structure_logits(x), y, heads)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -139,15 +151,22 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--structure", action="store_true",
+                    help="shape and motion from a colour-blind structure stream (VerifierConfig.shape_motion_from)")
+    ap.add_argument("--rgb-from", type=Path, default=None,
+                    help="keep this trained verifier's colour stream and train only the structure stream")
     ap.add_argument("--export", type=Path, help="write the trained verifier here (e.g. a model folder's verifier/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    model = train(args.workdir, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = VerifierConfig(shape_motion_from="structure" if args.structure else "rgb")
+    model = train(args.workdir, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, config=config,
+                  rgb_from=args.rgb_from)
     if args.export:
         save_verifier(model, args.export)
         meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                "rgb_from": str(args.rgb_from) if args.rgb_from else None,
                 "data": "renders of training prompts (vidrt.world.sample_train_prompt), degraded; no generated "
                         "samples, no held-out prompts", "command": " ".join(sys.argv)}
         cfg = json.loads((args.export / "config.json").read_text())

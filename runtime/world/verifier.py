@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from vidrt.errors import CheckpointError, ShapeError
 from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse
 
-__all__ = ["VerifierConfig", "WorldVerifier", "load_verifier", "save_verifier", "cell_labels", "pick_frames",
+__all__ = ["VerifierConfig", "WorldVerifier", "structure_maps", "load_verifier", "save_verifier", "cell_labels", "pick_frames",
            "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION", "HEAD_SIZES"]
 
 NONE_COLOR, NONE_SHAPE, NONE_MOTION = len(COLORS), len(SHAPES), len(MOTIONS)   # "no object here" classes
@@ -46,7 +46,10 @@ class VerifierConfig:
     dim / layers / heads: the transformer over patches; max_frames: frames picked evenly from a clip (5 of 33
     see a whole motion, including both hops of a 2-second bounce); cell: patch size in pixels (the stem's stride);
     presence_weight: weight of "each object shows in every frame" against "each patch is explained" (1 was
-    chosen on generated samples of *training* prompts, never on the held-out ones).
+    chosen on generated samples of *training* prompts, never on the held-out ones); shape_motion_from: "rgb" (the
+    colour stream's shape and motion heads) or "structure" (a second stream of the same size that sees only where
+    objects and edges are, not their colours: every shape + motion pair is in the training split even where the
+    colour + shape + motion triple is held out, so its heads have no colour to over-fit a triple on).
     """
     dim: int = 64
     layers: int = 4
@@ -54,6 +57,7 @@ class VerifierConfig:
     max_frames: int = 5
     cell: int = 8
     presence_weight: float = 1.0
+    shape_motion_from: str = "rgb"
 
     @classmethod
     def from_dict(cls, d: dict) -> "VerifierConfig":
@@ -66,28 +70,39 @@ def pick_frames(num_frames: int, max_frames: int) -> np.ndarray:
     return np.linspace(0, num_frames - 1, min(num_frames, max_frames)).round().astype(int)
 
 
-class WorldVerifier(nn.Module):
-    """Per-patch object classifier over a clip; :meth:`score` turns it into a prompt score."""
+def structure_maps(video: torch.Tensor, fg_scale: float = 0.3, edge_scale: float = 0.15) -> torch.Tensor:
+    """Colour-blind view of frames: (..., 3, H, W) in [-1, 1] -> (..., 2, H, W) in [-1, 1]: how far each pixel is
+    from its frame's background colour (the per-channel median: objects cover well under half a frame) and from
+    its right / lower neighbour, in RGB distance saturating at ``fg_scale`` / ``edge_scale`` (of a [0, 1] range).
+    The world's object colours sit >= 0.45 from every background and >= 0.36 from each other, so both maps read
+    ~1 on objects / edges whatever their colours, and an object's colour leaves no trace in them."""
+    x = (video.float() + 1) / 2
+    bg = x.flatten(-2).median(-1).values[..., None, None]
+    fg = ((x - bg).norm(dim=-3) / fg_scale).clamp(max=1)
+    dx = F.pad((x[..., :, 1:] - x[..., :, :-1]).norm(dim=-3), (0, 1))
+    dy = F.pad((x[..., 1:, :] - x[..., :-1, :]).norm(dim=-3), (0, 0, 0, 1))
+    edge = (torch.maximum(dx, dy) / edge_scale).clamp(max=1)
+    return torch.stack([fg, edge], -3) * 2 - 1
 
-    def __init__(self, config: VerifierConfig = VerifierConfig()):
+
+class PatchTransformer(nn.Module):
+    """Frames (B, T, C, H, W) -> per-patch logits (B, T, H/8, W/8, out): a strided conv stem per frame (8x8-pixel
+    patches), sin / cos positions of (t, y, x), a transformer over all patches of the clip."""
+
+    def __init__(self, in_channels: int, out: int, config: VerifierConfig):
         super().__init__()
-        self.config = config
         d = config.dim
-        if config.cell != 8:
-            raise ValueError("the verifier's stem has stride 8: cell must be 8")
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 48, 3, 1, 1), nn.GELU(),
-                                  nn.Conv2d(48, 64, 4, 2, 1), nn.GELU(), nn.Conv2d(64, d, 4, 2, 1))
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 48, 3, 1, 1),
+                                  nn.GELU(), nn.Conv2d(48, 64, 4, 2, 1), nn.GELU(), nn.Conv2d(64, d, 4, 2, 1))
         self.pos = nn.Linear(3 * 16, d)   # sin / cos of (t, y, x) at 8 frequencies
         layer = nn.TransformerEncoderLayer(d, config.heads, 4 * d, dropout=0.0, batch_first=True, norm_first=True,
                                            activation="gelu")
         self.blocks = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
-        self.head = nn.Linear(d, sum(HEAD_SIZES))
+        self.head = nn.Linear(d, out)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """video (B, T, 3, H, W) in [-1, 1], H and W multiples of 8 -> logits (B, T, H/8, W/8, 9 + 4 + 9):
-        colour, shape and motion of the object covering each patch (last class of each: none)."""
-        b, t, _, h, w = video.shape
+        b, t = video.shape[:2]
         f = self.stem(video.flatten(0, 1))
         d, hh, ww = f.shape[1:]
         f = f.view(b, t, d, hh, ww).permute(0, 1, 3, 4, 2)
@@ -98,6 +113,35 @@ class WorldVerifier(nn.Module):
         pos = self.pos(torch.cat([angles.sin(), angles.cos()], -1).flatten(-2))
         x = self.norm(self.blocks((f + pos).reshape(b, t * hh * ww, d)))
         return self.head(x).view(b, t, hh, ww, -1)
+
+
+class WorldVerifier(nn.Module):
+    """Per-patch object classifier over a clip; :meth:`score` turns it into a prompt score."""
+
+    def __init__(self, config: VerifierConfig = VerifierConfig()):
+        super().__init__()
+        self.config = config
+        if config.cell != 8:
+            raise ValueError("the verifier's stem has stride 8: cell must be 8")
+        if config.shape_motion_from not in ("rgb", "structure"):
+            raise ValueError(f"shape_motion_from must be 'rgb' or 'structure', got {config.shape_motion_from!r}")
+        self.rgb = PatchTransformer(3, sum(HEAD_SIZES), config)
+        self.structure = (PatchTransformer(2, HEAD_SIZES[1] + HEAD_SIZES[2], config)
+                          if config.shape_motion_from == "structure" else None)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, 3, H, W) in [-1, 1], H and W multiples of 8 -> logits (B, T, H/8, W/8, 9 + 4 + 9):
+        colour, shape and motion of the object covering each patch (last class of each: none)."""
+        logits = self.rgb(video)
+        if self.structure is None:
+            return logits
+        return torch.cat([logits[..., :HEAD_SIZES[0]], self.structure_logits(video)], -1)
+
+    def structure_logits(self, video: torch.Tensor) -> torch.Tensor:
+        """The colour-blind stream's shape and motion logits (B, T, H/8, W/8, 4 + 9) of frames (B, T, 3, H, W)."""
+        if self.structure is None:
+            raise ValueError("this verifier has no structure stream (shape_motion_from='rgb')")
+        return self.structure(structure_maps(video))
 
     def prepare(self, videos: torch.Tensor) -> torch.Tensor:
         """Decoded clips (B, 3, T, H, W) in [-1, 1] -> the verifier's input (B, T', 3, H, W): the picked frames,
@@ -172,31 +216,42 @@ def cell_labels(frames: np.ndarray, scene: Scene, cell: int = 8, min_cover: floa
     return table[which]
 
 
-def save_verifier(model: WorldVerifier, folder: Union[str, Path], dtype: torch.dtype = torch.float16) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (weights in ``dtype``) to ``folder``."""
+def save_verifier(model: WorldVerifier, folder: Union[str, Path], storage: str = "int8") -> Path:
+    """Write ``config.json`` + ``model.safetensors`` to ``folder``: conv and linear weights as int8 with one scale
+    per output channel and the rest fp16 (``storage="int8"``, vidrt's int8 storage: half the bytes, so two streams
+    fit the package budget), or everything fp16 (``"fp16"``)."""
     from safetensors.torch import save_file
 
+    from vidrt.quant.storage import int8_state
+
+    if storage not in ("int8", "fp16"):
+        raise ValueError(f"verifier storage must be 'int8' or 'fp16', got {storage!r}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"_class_name": "WorldVerifier", **asdict(model.config)},
                                                    indent=2) + "\n")
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()},
-              str(folder / "model.safetensors"))
+    state = model.state_dict()
+    stored = (int8_state(state, lambda key, t: key.endswith("weight")) if storage == "int8"
+              else {k: v.detach().half().contiguous() for k, v in state.items()})
+    save_file(stored, str(folder / "model.safetensors"))
     return folder
 
 
 def load_verifier(folder: Union[str, Path], device: Union[str, torch.device] = "cpu") -> WorldVerifier:
-    """Read a folder written by :func:`save_verifier` (weights upcast to fp32), ready to score clips."""
+    """Read a folder written by :func:`save_verifier` (weights as fp32), ready to score clips."""
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+
+    from vidrt.checkpoints.state import LazyStateDict
 
     folder = Path(folder)
     try:
         config = VerifierConfig.from_dict(json.loads((folder / "config.json").read_text()))
         model = WorldVerifier(config)
-        state = load_file(str(folder / "model.safetensors"))
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError) as e:   # missing / truncated / wrong files
+        state = LazyStateDict([folder / "model.safetensors"])
+        # a single-stream verifier saved before the streams were named: its weights are the rgb stream's
+        prefix = "" if any(k.startswith("rgb.") for k in state) else "rgb."
+        model.load_state_dict({prefix + k: state[k].float() for k in state})
+    except (OSError, ValueError, RuntimeError, TypeError, SafetensorError, CheckpointError) as e:
         raise CheckpointError(f"cannot load the verifier in {folder}: {e}; re-export it with "
                               "tools/train_verifier.py or remove the folder to generate without best-of-N") from e
     return model.to(device).eval()

@@ -2,6 +2,9 @@
 judgement of held-out renders against renders of altered prompts (it never saw a held-out prompt)."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 
@@ -170,3 +173,96 @@ def test_shipped_verifier_ranks_held_out_truth_over_altered_prompts(frames):
     assert sum(wins["swap"]) >= len(wins["swap"]) - 1, wins["swap"]
     if frames > 1:
         assert sum(wins["motion"]) >= 20, f"the truth beat a changed motion {sum(wins['motion'])} of 32 times"
+
+
+def test_structure_maps_do_not_see_colour():
+    """The structure stream's input is the same for a scene and the same scene in other colours (and another
+    background): where objects and edges are, not what colour they have."""
+    from vidrt.world.verifier import structure_maps
+
+    def maps(prompt):
+        x = torch.from_numpy(render(parse(prompt), 64, 96, 17, seed=5)).float().div(127.5).sub(1)
+        return structure_maps(x.permute(0, 3, 1, 2))
+
+    a = maps("a red circle moves right and a blue square bounces")
+    b = maps("a yellow circle moves right and a purple square bounces on a gray background")
+    assert a.shape == (17, 2, 64, 96) and a.min() >= -1 and a.max() <= 1
+    fg_a, fg_b = a[:, 0] > 0, b[:, 0] > 0
+    assert 0.02 < fg_a.float().mean() < 0.3   # objects: a small part of the frame
+    assert (fg_a != fg_b).float().mean() < 0.002   # the same pixels are objects (anti-aliased rims may differ)
+    assert (a - b).abs().mean() < 0.02
+    other = maps("a red square moves left and a blue circle bounces")
+    assert (a - other).abs().mean() > 5 * (a - b).abs().mean()
+
+
+def test_structure_stream_replaces_shape_and_motion_heads(tmp_path):
+    torch.manual_seed(0)
+    model = WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2, shape_motion_from="structure")).eval()
+    x = torch.rand(2, 5, 3, 32, 48) * 2 - 1
+    out = model(x)
+    assert out.shape == (2, 5, 4, 6, sum(HEAD_SIZES))
+    torch.testing.assert_close(out[..., :HEAD_SIZES[0]], model.rgb(x)[..., :HEAD_SIZES[0]])
+    torch.testing.assert_close(out[..., HEAD_SIZES[0]:], model.structure_logits(x))
+    # a colour change the structure maps cannot see leaves shape and motion logits as they were
+    frames = torch.from_numpy(render(parse("a red circle moves right"), 32, 48, 5, seed=1)).float().div(127.5).sub(1)
+    recoloured = torch.from_numpy(render(parse("a green circle moves right"), 32, 48, 5, seed=1)).float()
+    pair = torch.stack([frames, recoloured.div(127.5).sub(1)]).permute(0, 1, 4, 2, 3)
+    sm = model.structure_logits(pair)
+    assert (sm[0] - sm[1]).abs().max() < 0.05 * sm.abs().max()
+    with pytest.raises(ValueError, match="shape_motion_from"):
+        WorldVerifier(VerifierConfig(shape_motion_from="grey"))
+    with pytest.raises(ValueError, match="no structure stream"):
+        WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)).structure_logits(x)
+
+
+def test_int8_storage_halves_the_file_and_keeps_the_scores(tmp_path):
+    """Conv and linear weights stored int8 (one scale per output channel) take about half of fp16's bytes and
+    load back within int8 rounding; a single-stream folder from before the streams were named still loads."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = WorldVerifier(VerifierConfig(dim=32, layers=2, heads=2, shape_motion_from="structure")).eval()
+    small = save_verifier(model, tmp_path / "int8") / "model.safetensors"
+    big = save_verifier(model, tmp_path / "fp16", storage="fp16") / "model.safetensors"
+    assert small.stat().st_size < 0.6 * big.stat().st_size
+    stored = load_file(str(small))
+    assert stored["rgb.stem.0.weight"].dtype == torch.int8 and stored["rgb.stem.0.weight_scale"].shape == (32, 1, 1, 1)
+    assert stored["rgb.norm.bias"].dtype == torch.float16
+    x = torch.rand(1, 3, 5, 32, 32) * 2 - 1
+    scenes = ["a red circle moves right", "a blue square bounces"]
+    videos = x.repeat(2, 1, 1, 1, 1)
+    ref = model.score(videos, scenes)
+    for folder in (tmp_path / "int8", tmp_path / "fp16"):
+        torch.testing.assert_close(load_verifier(folder).score(videos, scenes), ref, atol=0.05, rtol=0)
+    legacy = WorldVerifier(VerifierConfig(dim=16, layers=1, heads=2)).eval()
+    folder = save_verifier(legacy, tmp_path / "legacy", storage="fp16")
+    state = load_file(str(folder / "model.safetensors"))
+    save_file({k[len("rgb."):]: v for k, v in state.items()}, str(folder / "model.safetensors"))
+    torch.testing.assert_close(load_verifier(folder)(legacy.prepare(x)), legacy(legacy.prepare(x)), atol=2e-2, rtol=0)
+    with pytest.raises(ValueError, match="int8' or 'fp16"):
+        save_verifier(legacy, tmp_path / "x", storage="fp8")
+
+
+def test_train_structure_stream_beside_a_frozen_colour_stream(tmp_path):
+    """tools/train_verifier.py --structure --rgb-from: the colour stream is the given verifier's, untouched by
+    training; the structure stream learns (its loss falls on a fixed batch); a rerun resumes to the same weights."""
+    from vidrt.testing import load_script
+
+    tv = load_script(Path(__file__).resolve().parents[2] / "tools/train_verifier.py")
+    small = dict(dim=16, layers=1, heads=2)
+    rgb = save_verifier(WorldVerifier(VerifierConfig(**small)).eval(), tmp_path / "rgb", storage="fp16")
+    config = VerifierConfig(**small, shape_motion_from="structure")
+    model = tv.train(tmp_path / "run", 12, batch_size=2, lr=1e-2, config=config, rgb_from=rgb)
+    reference = load_verifier(rgb)
+    for (k, v), w in zip(model.rgb.state_dict().items(), reference.rgb.state_dict().values()):
+        torch.testing.assert_close(v, w, msg=k)
+    assert model.structure is not None
+    again = tv.train(tmp_path / "run", 12, batch_size=2, lr=1e-2, config=config, rgb_from=rgb)   # resumed: done
+    for v, w in zip(model.structure.state_dict().values(), again.structure.state_dict().values()):
+        torch.testing.assert_close(v, w)
+    x, y = tv.batch(np.random.default_rng(0), 4, 5)
+    torch.manual_seed(0)
+    fresh = WorldVerifier(config)   # the structure stream as training started
+    assert tv.patch_loss(model.structure_logits(x), y, (1, 2)) < tv.patch_loss(fresh.structure_logits(x), y, (1, 2))
+    with pytest.raises(SystemExit, match="--structure"):
+        tv.train(tmp_path / "bad", 1, batch_size=2, config=VerifierConfig(**small), rgb_from=rgb)
