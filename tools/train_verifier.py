@@ -74,13 +74,20 @@ def batch(rng: np.random.Generator, n: int, max_frames: int) -> tuple[torch.Tens
     return degrade(torch.stack(videos), rng), torch.stack(labels)
 
 
-def patch_loss(logits: torch.Tensor, labels: torch.Tensor, heads: tuple[int, ...] = (0, 1, 2)) -> torch.Tensor:
+def patch_loss(logits: torch.Tensor, labels: torch.Tensor, heads: tuple[int, ...] = (0, 1, 2),
+               balanced: bool = False) -> torch.Tensor:
     """Cross-entropy of the given heads (0 colour, 1 shape, 2 motion; ``logits`` holds those heads' classes in that
-    order). Motion only on clips: an image shows no motion."""
+    order). Motion only on clips: an image shows no motion. ``balanced``: patches with an object and patches
+    without weigh half each (objects cover ~15 % of the patches, and their labels are what a prompt is judged on)."""
     loss = logits.new_zeros(())
+    weight = None
+    if balanced:
+        obj = (labels[..., 0] != HEAD_SIZES[0] - 1).flatten().float()
+        weight = 0.5 * obj / obj.sum().clamp_min(1) + 0.5 * (1 - obj) / (1 - obj).sum().clamp_min(1)
     for h, lo in zip(heads, logits.split([HEAD_SIZES[h] for h in heads], dim=-1)):
         if h != 2 or logits.shape[1] > 1:
-            loss = loss + F.cross_entropy(lo.reshape(-1, lo.shape[-1]), labels[..., h].flatten())
+            ce = F.cross_entropy(lo.reshape(-1, lo.shape[-1]), labels[..., h].flatten(), reduction="none")
+            loss = loss + (ce.mean() if weight is None else (ce * weight).sum())
     return loss
 
 
@@ -128,7 +135,8 @@ def train(workdir: Path, steps: int, *, batch_size: int = 16, lr: float = 1e-3, 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="verifier", unit="step")
     for step in bar:
         x, y = batch(rng, batch_size, config.max_frames)
-        loss = patch_loss(model(x) if rgb_from is None else model.structure_logits(x), y, heads)
+        loss = (patch_loss(model(x), y) if rgb_from is None
+                else patch_loss(model.structure_logits(x), y, heads, balanced=True))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -155,12 +163,15 @@ def main(argv=None) -> int:
                     help="shape and motion from a colour-blind structure stream (VerifierConfig.shape_motion_from)")
     ap.add_argument("--rgb-from", type=Path, default=None,
                     help="keep this trained verifier's colour stream and train only the structure stream")
+    ap.add_argument("--presence-weight", type=float, default=VerifierConfig.presence_weight,
+                    help="the exported verifier's presence weight (choose it with tools/probe_verifier.py)")
     ap.add_argument("--export", type=Path, help="write the trained verifier here (e.g. a model folder's verifier/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    config = VerifierConfig(shape_motion_from="structure" if args.structure else "rgb")
+    config = VerifierConfig(shape_motion_from="structure" if args.structure else "rgb",
+                            presence_weight=args.presence_weight)
     model = train(args.workdir, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, config=config,
                   rgb_from=args.rgb_from)
     if args.export:

@@ -135,10 +135,12 @@ def test_save_load_roundtrip_and_corrupt_files(tmp_path):
 def test_shipped_verifier_ranks_held_out_truth_over_altered_prompts(frames):
     """Held-out prompts (object combinations the verifier never saw), rendered and degraded like generated clips
     (blur): under the true prompt, as best-of-N compares clips, the truth beats a render of the prompt with the held-out
-    object's shape changed and one with two objects' shapes swapped (binding) nearly always; a render with the
-    held-out object's motion changed less often (session 28: 22 of 32 -- its motion was never seen with its colour
-    and shape, and the verifier's patch features mix the three), still well above chance (16)."""
+    object's shape changed, one with two objects' shapes swapped (binding) and one with the held-out object's motion
+    changed nearly always (32, 9 and 32 of 32, 9 and 32 in session 29). Motion is judged by the colour-blind
+    structure stream: the session-28 verifier read it from RGB patches and won 22 of 32 (its motion head had never
+    seen the held-out triples and read motion from colour: 11 % of held-out object patches right)."""
     verifier = load_verifier(SHIPPED)
+    assert verifier.config.shape_motion_from == "structure"
     blur = torch.tensor([1.0, 2.0, 1.0]) / 4
     kernel = (blur[:, None] * blur[None, :]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
 
@@ -172,7 +174,7 @@ def test_shipped_verifier_ranks_held_out_truth_over_altered_prompts(frames):
     assert sum(wins["shape"]) >= 30, wins["shape"]
     assert sum(wins["swap"]) >= len(wins["swap"]) - 1, wins["swap"]
     if frames > 1:
-        assert sum(wins["motion"]) >= 20, f"the truth beat a changed motion {sum(wins['motion'])} of 32 times"
+        assert sum(wins["motion"]) >= 30, f"the truth beat a changed motion {sum(wins['motion'])} of 32 times"
 
 
 def test_structure_maps_do_not_see_colour():
@@ -209,6 +211,13 @@ def test_structure_stream_replaces_shape_and_motion_heads(tmp_path):
     pair = torch.stack([frames, recoloured.div(127.5).sub(1)]).permute(0, 1, 4, 2, 3)
     sm = model.structure_logits(pair)
     assert (sm[0] - sm[1]).abs().max() < 0.05 * sm.abs().max()
+    # frames stacked as channels: a clip of fewer frames than max_frames repeats them; each frame gets its own
+    # slot's logits (the first slot that holds it), so a repeated frame's logits are its first copy's
+    for t in (1, 3, 5):
+        y = x[:, :t]
+        assert model(y).shape == (2, t, 4, 6, sum(HEAD_SIZES))
+    three = model.structure_logits(x[:, [0, 2, 4]])
+    assert not torch.allclose(three[:, 0], three[:, 1])
     with pytest.raises(ValueError, match="shape_motion_from"):
         WorldVerifier(VerifierConfig(shape_motion_from="grey"))
     with pytest.raises(ValueError, match="no structure stream"):
@@ -266,3 +275,24 @@ def test_train_structure_stream_beside_a_frozen_colour_stream(tmp_path):
     assert tv.patch_loss(model.structure_logits(x), y, (1, 2)) < tv.patch_loss(fresh.structure_logits(x), y, (1, 2))
     with pytest.raises(SystemExit, match="--structure"):
         tv.train(tmp_path / "bad", 1, batch_size=2, config=VerifierConfig(**small), rgb_from=rgb)
+
+
+@pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="this build has no embedded verifier")
+def test_shipped_verifier_names_held_out_objects_patch_by_patch():
+    """On clean renders of held-out prompts the shipped verifier names the colour, shape and motion of the object
+    under each object patch: session 29 measured 0.99 / 0.99 / 0.996 on 60 prompts (the session-28 verifier's motion
+    head: 0.11, below the 1/8 of chance -- it tied motion to the colour-shape pairs it had seen)."""
+    verifier = load_verifier(SHIPPED)
+    hit, n = torch.zeros(3), 0
+    for i, prompt in enumerate(held_out_prompts()[:60:5]):
+        scene = parse(prompt)
+        frames = render(scene, 64, 64, 33, seed=i)[pick_frames(33, 5)]
+        labels = cell_labels(frames, scene)
+        x = torch.from_numpy(frames).float().div(127.5).sub(1).permute(0, 3, 1, 2)[None]
+        with torch.no_grad():
+            preds = [h.argmax(-1) for h in verifier(x)[0].split(HEAD_SIZES, -1)]
+        obj = labels[..., 0] != NONE_COLOR
+        hit += torch.stack([(p[obj] == labels[..., k][obj]).float().sum() for k, p in enumerate(preds)])
+        n += int(obj.sum())
+    accuracy = (hit / n).tolist()
+    assert min(accuracy) > 0.95, accuracy
