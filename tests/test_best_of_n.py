@@ -143,3 +143,5 @@ def test_probe_verifier_tool(tiny_wan, tmp_path):
     assert json.loads((tmp_path / "again.json").read_text())["rows"] == result["rows"]
     with pytest.raises(SystemExit, match="holds samples"):
         tool.main([x if x != "3" else "2" for x in args])
+    with pytest.raises(SystemExit, match="holds samples"):   # same shape, other steps
+        tool.main(args + ["--steps", "2"])

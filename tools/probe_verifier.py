@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ from vidrt.world.score import score
 from vidrt.world.verifier import load_verifier, prompt_log_likelihood
 
 
-def generate(pipe, prompts: list[str], frames: int, height: int, width: int, candidates: int) -> np.ndarray:
+def generate(pipe, prompts: list[str], frames: int, height: int, width: int, candidates: int,
+             steps: Optional[int] = None) -> np.ndarray:
     """(prompts, candidates, T, H, W, 3) uint8: each prompt's candidates, drawn as ``candidates=N`` draws them."""
     out = []
     for i, prompt in enumerate(tqdm(prompts, desc=f"{frames}x{height}x{width}", unit="prompt")):
@@ -39,7 +41,7 @@ def generate(pipe, prompts: list[str], frames: int, height: int, width: int, can
                                        generator=torch.Generator().manual_seed(50_000 + i + c))
                            for c in range(candidates)])
         z = pipe([prompt] * candidates, num_frames=frames, height=height, width=width, latents=noise,
-                 output="latent", progress=False)
+                 steps=steps, output="latent", progress=False)
         out.append(np.stack([to_frames(v) for v in pipe.decode(z)]))
     return np.stack(out)
 
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--width", type=int, default=64)
     ap.add_argument("--prompts", type=int, default=72, help="training prompts (train_prompts(n, seed=123))")
     ap.add_argument("--candidates", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     ap.add_argument("--presence-weight", default=None, help="comma list (default: each verifier's own)")
     ap.add_argument("--samples", type=Path, default=None,
                     help="cache of the generated samples (.npy): read when it exists, written when not")
@@ -109,15 +112,19 @@ def main(argv=None) -> int:
                else sorted({v.config.presence_weight for v in verifiers.values()}))
     prompts = train_prompts(args.prompts, seed=123)
     shape = (len(prompts), args.candidates, args.frames, args.height, args.width, 3)
+    made_by = {"model": str(args.model), "steps": args.steps, "shape": list(shape)}   # what the cache holds
+    sidecar = args.samples.with_name(args.samples.name + ".json") if args.samples else None
     if args.samples and args.samples.is_file():
         samples = np.load(args.samples)
-        if samples.shape != shape:
-            raise SystemExit(f"{args.samples} holds samples {samples.shape}, these settings need {shape}: "
+        kept = json.loads(sidecar.read_text()) if sidecar.is_file() else None
+        if samples.shape != shape or kept != made_by:
+            raise SystemExit(f"{args.samples} holds samples made by {kept}, these settings need {made_by}: "
                              "pass another --samples file")
     else:
-        samples = generate(pipe, prompts, args.frames, args.height, args.width, args.candidates)
+        samples = generate(pipe, prompts, args.frames, args.height, args.width, args.candidates, args.steps)
         if args.samples:
             np.save(args.samples, samples)
+            sidecar.write_text(json.dumps(made_by))
     result = probe(samples, prompts, verifiers, weights, pipe.defaults.fps)
     for k, s in result["summary"].items():
         corr, err = s["within_prompt_correlation"], s["stderr"]
