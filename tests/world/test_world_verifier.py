@@ -135,12 +135,11 @@ def test_save_load_roundtrip_and_corrupt_files(tmp_path):
 def test_shipped_verifier_ranks_held_out_truth_over_altered_prompts(frames):
     """Held-out prompts (object combinations the verifier never saw), rendered and degraded like generated clips
     (blur): under the true prompt, as best-of-N compares clips, the truth beats a render of the prompt with the held-out
-    object's shape changed, one with two objects' shapes swapped (binding) and one with the held-out object's motion
-    changed nearly always (32, 9 and 32 of 32, 9 and 32 in session 29). Motion is judged by the colour-blind
-    structure stream: the session-28 verifier read it from RGB patches and won 22 of 32 (its motion head had never
-    seen the held-out triples and read motion from colour: 11 % of held-out object patches right)."""
+    object's shape changed and one with two objects' shapes swapped (binding) nearly always; a render with the
+    held-out object's motion changed less often (session 28: 22 of 32 -- its motion was never seen with its colour
+    and shape, and the verifier's patch features mix the three), still well above chance (16). Session 29's
+    structure stream won 32 of 32 here but picked worse among generated held-out clips (best_of_n.md): not shipped."""
     verifier = load_verifier(SHIPPED)
-    assert verifier.config.shape_motion_from == "structure"
     blur = torch.tensor([1.0, 2.0, 1.0]) / 4
     kernel = (blur[:, None] * blur[None, :]).view(1, 1, 3, 3).repeat(3, 1, 1, 1)
 
@@ -174,7 +173,7 @@ def test_shipped_verifier_ranks_held_out_truth_over_altered_prompts(frames):
     assert sum(wins["shape"]) >= 30, wins["shape"]
     assert sum(wins["swap"]) >= len(wins["swap"]) - 1, wins["swap"]
     if frames > 1:
-        assert sum(wins["motion"]) >= 30, f"the truth beat a changed motion {sum(wins['motion'])} of 32 times"
+        assert sum(wins["motion"]) >= 20, f"the truth beat a changed motion {sum(wins['motion'])} of 32 times"
 
 
 def test_structure_maps_do_not_see_colour():
@@ -279,9 +278,10 @@ def test_train_structure_stream_beside_a_frozen_colour_stream(tmp_path):
 
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="this build has no embedded verifier")
 def test_shipped_verifier_names_held_out_objects_patch_by_patch():
-    """On clean renders of held-out prompts the shipped verifier names the colour, shape and motion of the object
-    under each object patch: session 29 measured 0.99 / 0.99 / 0.996 on 60 prompts (the session-28 verifier's motion
-    head: 0.11, below the 1/8 of chance -- it tied motion to the colour-shape pairs it had seen)."""
+    """On clean renders of held-out prompts the shipped verifier names the colour and shape of the object under
+    each object patch (0.986 / 0.978 on 60 prompts). Its motion head does not (0.11, below the 1/8 of chance: it tied
+    motion to the colour-shape pairs it had seen); session 29's structure stream reached 0.996 there, yet picked
+    worse among generated held-out clips, so the shipped verifier is still session 28's (best_of_n.md)."""
     verifier = load_verifier(SHIPPED)
     hit, n = torch.zeros(3), 0
     for i, prompt in enumerate(held_out_prompts()[:60:5]):
@@ -295,4 +295,4 @@ def test_shipped_verifier_names_held_out_objects_patch_by_patch():
         hit += torch.stack([(p[obj] == labels[..., k][obj]).float().sum() for k, p in enumerate(preds)])
         n += int(obj.sum())
     accuracy = (hit / n).tolist()
-    assert min(accuracy) > 0.95, accuracy
+    assert min(accuracy[:2]) > 0.95, accuracy
