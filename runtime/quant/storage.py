@@ -4,8 +4,9 @@
 Half the bytes of fp16 for the part that is >95 % of a Wan DiT (the same linears and the same codes as the
 ``int8`` precision mode, ``vidrt.quant.policy``): a second DiT shipped beside a model (the causal one) fits a
 package budget. Loaders read it back as fp32 ``q * scale`` (``vidrt.checkpoints.state.LazyStateDict``), so any
-precision mode runs on it; quantizing that again under ``int8`` gives the stored codes exactly. The best-of-N
-verifier shipped beside the embedded model stores all its conv and linear weights this way (``stored_int8``).
+precision mode runs on it; quantizing that again under ``int8`` gives the stored codes exactly.
+``vidrt.world.verifier.save_verifier`` stores a best-of-N verifier's conv and linear weights this way
+(``stored_int8``).
 """
 from __future__ import annotations
 

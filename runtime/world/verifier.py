@@ -4,12 +4,14 @@
 (test-time selection, as DALL-E reranked its samples with CLIP). The embedded model ships this verifier in
 ``verifier/`` beside its diffusers components.
 
-What it is: two small transformers over 8x8-pixel patches trained on the world's renders of *training* prompts
-only (``tools/train_verifier.py``) to name, for every patch of a few picked frames, the colour, shape and motion
-of the object covering it (or none). The colour stream sees RGB frames, each frame's patches as tokens; the
-structure stream (``shape_motion_from="structure"``) names shape and motion from colour-blind maps (where objects
-and edges are) with the frames stacked as channels, so an object's path is in one patch's view and no colour can
-tie a motion to a colour (the held-out prompts are new colour + shape + motion triples). It never reads the prompt and
+What it is: a small transformer over the 8x8-pixel patches of a few picked frames (RGB, each frame's patches as
+tokens) trained on the world's renders of *training* prompts only (``tools/train_verifier.py``) to name, for every
+patch, the colour, shape and motion of the object covering it (or none). Optionally
+(``shape_motion_from="structure"``) a second stream names shape and motion from colour-blind maps (where objects and
+edges are) with the frames stacked as channels, so an object's path is in one patch's view and no colour can tie a
+motion to a colour (the held-out prompts are new colour + shape + motion triples): it names held-out motions on
+renders far better, yet picked no better among generated clips, and is not shipped (benchmarks/results/best_of_n.md).
+It never reads the prompt and
 never sees a generated sample or the scorer. A prompt's score is a likelihood built on those per-patch
 predictions: every patch should be explained by the prompt's objects or the background (strays, wrong shapes
 and wrong motions lower it), and every object of the prompt should have a patch that shows it (missing objects
@@ -34,8 +36,8 @@ import torch.nn.functional as F
 from vidrt.errors import CheckpointError, ShapeError
 from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse
 
-__all__ = ["VerifierConfig", "WorldVerifier", "structure_maps", "load_verifier", "save_verifier", "cell_labels", "pick_frames",
-           "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION", "HEAD_SIZES"]
+__all__ = ["VerifierConfig", "WorldVerifier", "structure_maps", "load_verifier", "save_verifier", "cell_labels",
+           "pick_frames", "NONE_COLOR", "NONE_SHAPE", "NONE_MOTION", "HEAD_SIZES"]
 
 NONE_COLOR, NONE_SHAPE, NONE_MOTION = len(COLORS), len(SHAPES), len(MOTIONS)   # "no object here" classes
 HEAD_SIZES = (len(COLORS) + 1, len(SHAPES) + 1, len(MOTIONS) + 1)   # colour, shape, motion classes + none
@@ -237,7 +239,7 @@ def cell_labels(frames: np.ndarray, scene: Scene, cell: int = 8, min_cover: floa
 def save_verifier(model: WorldVerifier, folder: Union[str, Path], storage: str = "int8") -> Path:
     """Write ``config.json`` + ``model.safetensors`` to ``folder``: conv and linear weights as int8 with one scale
     per output channel and the rest fp16 (``storage="int8"``, vidrt's int8 storage: half the bytes, so two streams
-    fit the package budget), or everything fp16 (``"fp16"``)."""
+    fit where one fp16 stream did), or everything fp16 (``"fp16"``, how the shipped session-28 verifier is stored)."""
     from safetensors.torch import save_file
 
     from vidrt.quant.storage import int8_state
