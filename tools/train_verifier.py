@@ -28,8 +28,8 @@ from tqdm.auto import tqdm
 
 from vidrt.world.grammar import parse, sample_train_prompt
 from vidrt.world.render import render
-from vidrt.world.verifier import (HEAD_SIZES, VerifierConfig, WorldVerifier, cell_labels, load_verifier, pick_frames,
-                                  save_verifier)
+from vidrt.world.verifier import (HEAD_SIZES, NONE_COLOR, VerifierConfig, WorldVerifier, cell_labels, load_verifier,
+                                  pick_frames, save_verifier)
 
 logger = logging.getLogger("train_verifier")
 # (frames, height, width, share of the batches): the eval's sizes, images and 33-frame 64x64 clips most
@@ -82,7 +82,7 @@ def patch_loss(logits: torch.Tensor, labels: torch.Tensor, heads: tuple[int, ...
     loss = logits.new_zeros(())
     weight = None
     if balanced:
-        obj = (labels[..., 0] != HEAD_SIZES[0] - 1).flatten().float()
+        obj = (labels[..., 0] != NONE_COLOR).flatten().float()
         weight = 0.5 * obj / obj.sum().clamp_min(1) + 0.5 * (1 - obj) / (1 - obj).sum().clamp_min(1)
     for h, lo in zip(heads, logits.split([HEAD_SIZES[h] for h in heads], dim=-1)):
         if h != 2 or logits.shape[1] > 1:
