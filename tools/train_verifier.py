@@ -107,8 +107,7 @@ def train(workdir: Path, steps: int, *, batch_size: int = 16, lr: float = 1e-3, 
             raise SystemExit("--rgb-from trains a structure stream beside a trained colour stream: add --structure")
         model.rgb.load_state_dict(load_verifier(rgb_from).rgb.state_dict())
         model.rgb.requires_grad_(False)
-    trained, heads = (model.structure, (1, 2)) if rgb_from is not None else (model, (0, 1, 2))
-    opt = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=0.01)
+    opt = torch.optim.AdamW((model if rgb_from is None else model.structure).parameters(), lr=lr, weight_decay=0.01)
     warmup = 100
 
     def rate(step: int) -> float:   # warm-up, then cosine down to 55 %
@@ -136,7 +135,7 @@ def train(workdir: Path, steps: int, *, batch_size: int = 16, lr: float = 1e-3, 
     for step in bar:
         x, y = batch(rng, batch_size, config.max_frames)
         loss = (patch_loss(model(x), y) if rgb_from is None
-                else patch_loss(model.structure_logits(x), y, heads, balanced=True))
+                else patch_loss(model.structure_logits(x), y, heads=(1, 2), balanced=True))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,6 +164,8 @@ def main(argv=None) -> int:
                     help="keep this trained verifier's colour stream and train only the structure stream")
     ap.add_argument("--presence-weight", type=float, default=VerifierConfig.presence_weight,
                     help="the exported verifier's presence weight (choose it with tools/probe_verifier.py)")
+    ap.add_argument("--storage", choices=("fp16", "int8"), default="fp16",
+                    help="weights of the exported verifier (int8: conv and linear weights, half the bytes)")
     ap.add_argument("--export", type=Path, help="write the trained verifier here (e.g. a model folder's verifier/)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -175,7 +176,7 @@ def main(argv=None) -> int:
     model = train(args.workdir, args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, config=config,
                   rgb_from=args.rgb_from)
     if args.export:
-        save_verifier(model, args.export)
+        save_verifier(model, args.export, storage=args.storage)
         meta = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
                 "rgb_from": str(args.rgb_from) if args.rgb_from else None,
                 "data": "renders of training prompts (vidrt.world.sample_train_prompt), degraded; no generated "

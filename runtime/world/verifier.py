@@ -236,10 +236,10 @@ def cell_labels(frames: np.ndarray, scene: Scene, cell: int = 8, min_cover: floa
     return table[which]
 
 
-def save_verifier(model: WorldVerifier, folder: Union[str, Path], storage: str = "int8") -> Path:
-    """Write ``config.json`` + ``model.safetensors`` to ``folder``: conv and linear weights as int8 with one scale
-    per output channel and the rest fp16 (``storage="int8"``, vidrt's int8 storage: half the bytes, so two streams
-    fit where one fp16 stream did), or everything fp16 (``"fp16"``, how the shipped session-28 verifier is stored)."""
+def save_verifier(model: WorldVerifier, folder: Union[str, Path], storage: str = "fp16") -> Path:
+    """Write ``config.json`` + ``model.safetensors`` to ``folder``: everything fp16 (``storage="fp16"``, how the
+    shipped verifier is stored), or conv and linear weights as int8 with one scale per output channel and the rest
+    fp16 (``"int8"``, vidrt's int8 storage: half the bytes, so two streams fit where one fp16 stream did)."""
     from safetensors.torch import save_file
 
     from vidrt.quant.storage import int8_state

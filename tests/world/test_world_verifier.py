@@ -230,7 +230,7 @@ def test_int8_storage_halves_the_file_and_keeps_the_scores(tmp_path):
 
     torch.manual_seed(0)
     model = WorldVerifier(VerifierConfig(dim=32, layers=2, heads=2, shape_motion_from="structure")).eval()
-    small = save_verifier(model, tmp_path / "int8") / "model.safetensors"
+    small = save_verifier(model, tmp_path / "int8", storage="int8") / "model.safetensors"
     big = save_verifier(model, tmp_path / "fp16", storage="fp16") / "model.safetensors"
     assert small.stat().st_size < 0.6 * big.stat().st_size
     stored = load_file(str(small))
