@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -56,6 +56,18 @@ class GenerationDefaults:
         check_config(d, field_types(cls), where)
         names = cls.__dataclass_fields__
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class StepState:
+    """What an ``on_step`` callback sees after each denoising step. The tensors are the loop's own (fp32, on the
+    pipeline's device, every candidate row): read them or clone them, do not modify them."""
+
+    step: int                # index of the step just taken (0-based)
+    steps: int               # steps in the run
+    sigma: float             # noise level the step started from (1 = pure noise)
+    latents: torch.Tensor    # (N*B, C, T', H', W') after the step
+    x0: torch.Tensor         # the clean-latent estimate of this step's prediction (what a stop decodes)
 
 
 def embedded_model_path(causal: bool = False) -> Path:
@@ -311,6 +323,7 @@ class Pipeline:
         latency_target: Optional[float] = None,
         deadline: Optional[float] = None,
         candidates: int = 1,
+        on_step: Optional[Callable[[StepState], Optional[bool]]] = None,
         progress: bool = True,
     ) -> Union[Video, list[Video], torch.Tensor]:
         """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
@@ -338,6 +351,10 @@ class Pipeline:
         from rows ``c*B .. c*B+B-1`` of ``latents`` (N*B rows) -- and keeps the one :attr:`verifier` scores highest
         (N times the DiT and VAE work); ``stats["candidates"]`` holds every score and the pick. Candidate 0 is the
         clip ``candidates=1`` gives.
+
+        ``on_step(state)`` is called after every denoising step with a :class:`StepState` (previews of the clean
+        estimate, progress reports, research probes); returning ``False`` stops denoising there and decodes that
+        estimate, as a deadline does (``stats["stopped"]["reason"] == "callback"``).
         """
         from vidrt.caching.policy import CachePlan, make_cache, parse_policy
         from vidrt.caching.step_cache import BlockStackCache
@@ -411,6 +428,9 @@ class Pipeline:
                 raise ConfigError(f"latency_target={latency_target:g} must be > 0 seconds, e.g. latency_target=30")
         if deadline is not None:
             deadline = _number("deadline", deadline, "give a time.time() instant, e.g. deadline=time.time() + 60")
+        if on_step is not None and not callable(on_step):
+            raise ConfigError(f"on_step={_got(on_step)}; give a function taking a vidrt.StepState (return False to "
+                              "stop), or None")
         if latents is None:
             seed = _whole("seed", seed)
             if not -2**63 <= seed < 2**64 - candidates + 1:
@@ -512,12 +532,17 @@ class Pipeline:
                     else:
                         uncond = plan.cfg.estimate(cond)
                 pred = uncond + scale * (cond - uncond) if guided else cond
-                if deadline is not None:
+                if deadline is not None or on_step is not None:
                     x0_estimate = latents - smp.sigma_at(i) * pred.float()
                 latents = smp.step(pred, i, latents)
                 if controller is not None:
                     controller.after_step(i, plan.block)
                 bar.update()
+                if on_step is not None and on_step(StepState(i, steps, float(smp.sigma_at(i)), latents,
+                                                             x0_estimate)) is False and i + 1 < steps:
+                    stats["stopped"] = {"reason": "callback", "completed_steps": i + 1, "steps": steps}
+                    latents = x0_estimate
+                    break
             bar.close()
             if not torch.isfinite(latents).all():  # one check (one host sync) for the whole loop
                 done = stats.get("stopped", {}).get("completed_steps", steps)
