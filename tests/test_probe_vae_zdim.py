@@ -27,7 +27,8 @@ def _vae() -> WanVAE:
 def test_widening_keeps_encode_and_decode():
     vae = _vae()
     wide = tool.widen_latent(vae, 7).eval()
-    assert wide.config.z_dim == 7 and wide.config.latents_std[:4] == (2.0,) * 4 and wide.config.latents_std[4:] == (1.0,) * 3
+    assert wide.config.z_dim == 7
+    assert wide.config.latents_std[:4] == (2.0,) * 4 and wide.config.latents_std[4:] == (1.0,) * 3
     x = torch.rand(1, 3, 5, 32, 32) * 2 - 1
     with torch.no_grad():
         z_old, z_new = vae.encode(x), wide.encode(x)
@@ -35,8 +36,8 @@ def test_widening_keeps_encode_and_decode():
         assert z_new[:, 4:].abs().mean() > 0          # the new channels carry something
         assert torch.allclose(wide.decode(z_new), vae.decode(z_old), atol=1e-5)
         # the decoder ignores the new channels until trained
-        assert torch.allclose(wide.decode(z_new + torch.nn.functional.pad(torch.randn_like(z_old[:, :3]), (0, 0) * 3 + (4, 0))),
-                              vae.decode(z_old), atol=1e-5)
+        noise_on_new = torch.nn.functional.pad(torch.randn_like(z_old[:, :3]), (0, 0) * 3 + (4, 0))
+        assert torch.allclose(wide.decode(z_new + noise_on_new), vae.decode(z_old), atol=1e-5)
 
 
 def test_widening_to_the_same_width_is_a_copy_and_narrowing_is_refused():

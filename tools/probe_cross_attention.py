@@ -111,7 +111,8 @@ def summarize(ratios: dict[str, list[float]]) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder (default: the embedded model)")
-    ap.add_argument("--prompts", type=int, default=24, help="multi-object training prompts (from train_prompts(400, seed=31))")
+    ap.add_argument("--prompts", type=int, default=24,
+                    help="multi-object training prompts (from train_prompts(400, seed=31))")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)

@@ -51,7 +51,7 @@ from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, par
 from vidrt.world.render import BOUNCE_HEIGHT, GROWTH, TRAVEL, bounce_count, motion_amount
 from vidrt.world.shots import Shot, parse_shots
 
-__all__ = ["Score", "ObjectScore", "score", "mean_scores", "WORK_SIZE"]
+__all__ = ["Score", "ObjectScore", "score", "mean_scores", "transition_faults", "WORK_SIZE"]
 
 WORK_SIZE = 64
 _FLOOR = 0.05
@@ -365,18 +365,38 @@ def _max_step(motion: str, n: int, fps: float, h: int, w: int) -> float:
     return max(0.08, 2.0 * v)
 
 
+def _transition_faults(tr: _Track, max_step: float, h: int, w: int) -> dict[str, np.ndarray]:
+    """Per transition between consecutive frames (T-1,): the object appears or vanishes, its centroid jumps further
+    than its motion allows, its area changes by more than 1.5x."""
+    p = tr.present
+    both = p[1:] & p[:-1]
+    step = np.hypot(np.diff(tr.x) * w, np.diff(tr.y) * h) / min(h, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        size_jump = np.abs(np.diff(np.log(np.maximum(tr.area, 1e-9))))
+    return {"toggle": p[1:] != p[:-1], "position_jump": both & (step > max_step),
+            "size_jump": both & (size_jump > math.log(1.5))}
+
+
 def _temporal_track(tr: _Track, max_step: float, h: int, w: int) -> Optional[float]:
     if not tr.present.any() or len(tr.present) < 2:
         return None
-    p = tr.present
-    toggles = p[1:] != p[:-1]
-    both = p[1:] & p[:-1]
-    m = min(h, w)
-    step = np.hypot(np.diff(tr.x) * w, np.diff(tr.y) * h) / m
-    with np.errstate(divide="ignore", invalid="ignore"):
-        size_jump = np.abs(np.diff(np.log(np.maximum(tr.area, 1e-9))))
-    bad = toggles | (both & ((step > max_step) | (size_jump > math.log(1.5))))
+    f = _transition_faults(tr, max_step, h, w)
+    bad = f["toggle"] | f["position_jump"] | f["size_jump"]
     return 1.0 - _ramp(float(bad.mean()), _GLITCHES_OK, _GLITCHES_ZERO)
+
+
+def transition_faults(frames, prompt: Union[str, Scene], fps: float = 16) -> list[Optional[dict[str, np.ndarray]]]:
+    """What the temporal criterion counts, per object of a one-shot prompt: boolean arrays over the clip's T-1
+    frame transitions (``toggle``, ``position_jump``, ``size_jump``); None for an object never found."""
+    x = _prepare(frames)
+    an = _Analysis(x)
+    scene = parse(prompt)
+    out: list[Optional[dict[str, np.ndarray]]] = []
+    for obj, tr in zip(scene.objects, _tracks(an, scene, range(an.t))):
+        present = tr.present.any() and an.t > 1
+        out.append(_transition_faults(tr, _max_step(obj.motion, an.t, fps, an.h, an.w), an.h, an.w)
+                   if present else None)
+    return out
 
 
 def _adherence(criteria: dict[str, float]) -> float:

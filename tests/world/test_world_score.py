@@ -208,3 +208,27 @@ def test_mean_scores_averages_each_criterion_over_clips_that_have_it():
     assert m["shape"] == pytest.approx(0.75) and m["clean"] == pytest.approx(0.75)
     assert m["motion"] == pytest.approx(0.2) and m["temporal"] == pytest.approx(0.8)   # b has none: not a zero
     assert m["continuity"] is None
+
+
+def test_transition_faults_name_what_temporal_counts():
+    """transition_faults gives the per-transition events behind the temporal criterion: none on a render, a vanished
+    object's two toggles, a teleport's position jumps, a shrunken frame's size jumps."""
+    from vidrt.world.score import transition_faults
+
+    prompt = "a red circle moves right and a blue square stays still on a gray background"
+    clip = render(prompt, 64, 64, 17, 16, seed=0)
+    clean = transition_faults(clip, prompt)
+    assert len(clean) == 2 and all(f["toggle"].shape == (16,) for f in clean)
+    assert not any(f[k].any() for f in clean for k in f)
+    bg = clip[0, 0, 0].copy()
+    hole = clip.copy()
+    red = (np.abs(hole[8].astype(int) - [230, 40, 40]).max(-1) < 90)
+    hole[8][red] = bg                                      # the red circle vanishes in frame 8
+    f = transition_faults(hole, prompt)
+    assert np.flatnonzero(f[0]["toggle"]).tolist() == [7, 8] and not f[1]["toggle"].any()
+    jump = clip.copy()
+    jump[8] = clip[16]                                     # frame 8 shows the end of the motion
+    f = transition_faults(jump, prompt)
+    assert np.flatnonzero(f[0]["position_jump"]).tolist() == [7, 8] and not f[1]["position_jump"].any()
+    sc = score(hole, prompt)
+    assert sc.temporal < score(clip, prompt).temporal
