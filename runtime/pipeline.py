@@ -353,8 +353,9 @@ class Pipeline:
         clip ``candidates=1`` gives.
 
         ``on_step(state)`` is called after every denoising step with a :class:`StepState` (previews of the clean
-        estimate, progress reports, research probes); returning ``False`` stops denoising there and decodes that
-        estimate, as a deadline does (``stats["stopped"]["reason"] == "callback"``).
+        estimate, progress reports, research probes); returning ``False`` (any false value but None) stops denoising
+        there and decodes that estimate, as a deadline does (``stats["stopped"]["reason"] == "callback"``). Time spent
+        in the callback counts toward a ``latency_target``'s budget and a ``deadline``.
         """
         from vidrt.caching.policy import CachePlan, make_cache, parse_policy
         from vidrt.caching.step_cache import BlockStackCache
@@ -538,8 +539,8 @@ class Pipeline:
                 if controller is not None:
                     controller.after_step(i, plan.block)
                 bar.update()
-                if on_step is not None and on_step(StepState(i, steps, float(smp.sigma_at(i)), latents,
-                                                             x0_estimate)) is False and i + 1 < steps:
+                if on_step is not None and _stops(on_step(StepState(i, steps, float(smp.sigma_at(i)), latents,
+                                                                    x0_estimate))) and i + 1 < steps:
                     stats["stopped"] = {"reason": "callback", "completed_steps": i + 1, "steps": steps}
                     latents = x0_estimate
                     break
@@ -703,6 +704,12 @@ def token_grid(shape: Sequence[int], patch: Sequence[int]) -> tuple[int, int, in
 def _tokens(shape: Sequence[int], patch: Sequence[int]) -> int:
     t, h, w = token_grid(shape, patch)
     return t * h * w
+
+
+def _stops(answer) -> bool:
+    """Whether an ``on_step`` callback's return value asks to stop: any false value but None (``False``, 0,
+    ``numpy.False_``, a false 0-d tensor)."""
+    return answer is not None and not bool(answer)
 
 
 def _got(value) -> str:

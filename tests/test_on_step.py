@@ -42,6 +42,11 @@ def test_on_step_false_stops_and_decodes_the_estimate(pipe):
     assert sorted(kept) == [0, 1, 2] and v.frames.shape == (5, 32, 32, 3)
     z = pipe("a red circle", seed=3, on_step=stop_at_2, output="latent", **KW)
     assert torch.equal(z, kept[2])
+    # any false value but None stops (numpy / torch booleans too); None and true values go on
+    for answer in (0, torch.tensor(False)):
+        v = pipe("a red circle", seed=3, on_step=lambda s, a=answer: a if s.step == 1 else None, **KW)
+        assert v.stats["stopped"]["completed_steps"] == 2
+    assert "stopped" not in pipe("a red circle", seed=3, on_step=lambda s: 1, **KW).stats
     # False at the last step: the run is complete, nothing is replaced
     full = pipe("a red circle", seed=3, output="latent", **KW)
     z = pipe("a red circle", seed=3, on_step=lambda s: False if s.step == 5 else None, output="latent", **KW)

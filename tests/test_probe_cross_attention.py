@@ -34,3 +34,24 @@ def test_summary_picks_the_best_head():
     assert s["5/colour"]["best_head"] == "0/1" and s["5/colour"]["best_head_ratio"] == pytest.approx(4.0)
     assert s["5/colour"]["median_over_heads"] == pytest.approx((1.1 + 4.0) / 2)
     assert s["5/shape"]["median_over_heads"] == pytest.approx(1.0)
+
+
+def test_prompts_need_distinct_colours():
+    assert tool.distinct_colours("a red circle moves left and a blue square grows")
+    assert not tool.distinct_colours("a red circle moves left and a red square grows")
+    assert not tool.distinct_colours("a red circle moves left")
+
+
+def test_probe_refuses_unbatched_guidance(tiny_wan):
+    """The maps are taken per block from one batched call per step; two calls per step would mix branches."""
+    import dataclasses
+
+    import vidrt
+
+    pipe = vidrt.Pipeline.from_pretrained(tiny_wan)
+    pipe.defaults = dataclasses.replace(pipe.defaults, steps=3, max_sequence_length=16, height=32, width=32)
+    prompt = "a red circle moves left and a blue square grows"
+    assert tool.probe(pipe, [prompt], steps=(1,)) is not None          # batched: runs
+    pipe.batch_cfg = False
+    with pytest.raises(RuntimeError, match="needs batched classifier-free guidance"):
+        tool.probe(pipe, [prompt], steps=(1,))

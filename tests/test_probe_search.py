@@ -29,7 +29,13 @@ def test_a_predictive_early_score_prunes_to_the_oracle():
     s = tool.summarize(_rows(+1.0), 20)
     assert s["oracle"] == pytest.approx(s["prune"]["3"]["keep"]["1"]["adherence"])
     assert s["prune"]["3"]["correlation"] == pytest.approx(1.0)
-    assert s["best_of"]["1"]["adherence"] == pytest.approx(s["plain"]) and s["best_of"]["1"]["minus_plain"] == 0
+    assert s["best_of"]["1"]["adherence"] == pytest.approx(s["plain"])
+    assert s["best_of"]["1"]["minus_plain"] == pytest.approx(0)
+    adh = np.array([r["adherence"] for r in _rows(+1.0)])
+    assert s["plain"] == pytest.approx(adh.mean()) and s["candidate_0"] == pytest.approx(adh[:, 0].mean())
+    # best of 2 by a perfect final score, over all 6 pairs of 4 candidates: the expected maximum of a random pair
+    pairs = [(a, b) for a in range(4) for b in range(a + 1, 4)]
+    assert s["best_of"]["2"]["adherence"] == pytest.approx(np.mean([adh[:, [a, b]].max(1) for a, b in pairs]))
     assert s["best_of"]["4"]["adherence"] == pytest.approx(s["oracle"])   # the final score is perfect here
     # work in candidate step-batches: 4 candidates for steps 0..3, then the survivors for the other 16
     assert s["prune"]["3"]["keep"]["2"]["work"] == 4 * 4 + 2 * 16 and s["best_of"]["2"]["work"] == 40

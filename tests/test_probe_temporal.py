@@ -23,7 +23,7 @@ def _faults(toggle=(), position=(), size=(), n=8):
 def test_rates():
     clips = [[_faults(size=(0, 4)), None], [_faults(toggle=(1,), size=(1,))]]
     r = tool.rates(clips, temporal_factor=4)
-    assert r["objects"] == 2
+    assert r["objects"] == 2 and r["objects_never_found"] == 1
     assert r["size_jump"] == pytest.approx(3 / 16) and r["toggle"] == pytest.approx(1 / 16)
     assert r["position_jump"] == 0
     # transitions 0 and 4 cross a latent frame (frame 0 alone, then groups of 4): 2 of the 4 such pairs jump

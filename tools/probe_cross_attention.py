@@ -4,7 +4,8 @@ where that object ends up in the finished sample (multi-object training prompts,
 
 Attention-map guidance for attribute binding (Attend-and-Excite, Chefer et al. 2023; SynGen, Rassin et al. 2023)
 steers the latents so that a noun's and its modifier's maps overlap on one object. That needs maps that localise.
-Per object, per recorded step and per (block, head): the share of the word's attention mass (over video tokens,
+Prompts have two or three objects of distinct colours (the object is found by its colour). Per object, per
+recorded step and per (block, head): the share of the word's attention mass (over video tokens,
 conditional branch) on the latent cells the finished object covers, divided by the cells' share of the frame --
 1 is no localisation, (cells / covered cells) is perfect. The attention probabilities are recomputed from the
 block's own query and key projections in a forward hook; sampling is the exact path (``on_step`` labels the steps).
@@ -47,6 +48,12 @@ def word_positions(prompt: str) -> list[tuple[int, int]]:
     return pos
 
 
+def distinct_colours(prompt: str) -> bool:
+    """Two or more objects, each of its own colour (an object's cells are found by colour)."""
+    colours = [o.color for o in parse(prompt).objects]
+    return len(colours) >= 2 and len(set(colours)) == len(colours)
+
+
 def probe(pipe, prompts: list[str], steps=STEPS, seed: int = 5) -> dict:
     """Localisation ratios per (step, word kind, block, head): a list over objects."""
     dit = pipe.transformer
@@ -59,6 +66,10 @@ def probe(pipe, prompts: list[str], steps=STEPS, seed: int = 5) -> dict:
         captured.append(torch.einsum("blhd,bthd->bhlt", q.float(), k.float()).div(q.shape[-1] ** 0.5).softmax(-1)[0])
 
     def on_step(state) -> None:
+        if len(captured) != len(dit.blocks):   # one batched (conditional + unconditional) call per step
+            raise RuntimeError(f"{len(captured)} cross-attention calls in step {state.step} for {len(dit.blocks)} "
+                               "blocks: the probe needs batched classifier-free guidance (pipe.batch_cfg) and no "
+                               "step cache")
         if state.step in steps:
             by_step[state.step] = list(captured)
         captured.clear()
@@ -112,13 +123,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     ap.add_argument("--prompts", type=int, default=24,
-                    help="multi-object training prompts (from train_prompts(400, seed=31))")
+                    help="training prompts with 2-3 objects of distinct colours (from train_prompts(400, seed=31))")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = vidrt.Pipeline.from_pretrained(args.model)
-    prompts = [p for p in train_prompts(400, seed=31) if len(parse(p).objects) >= 2][:args.prompts]
+    prompts = [p for p in train_prompts(400, seed=31) if distinct_colours(p)][:args.prompts]
     s = summarize(probe(pipe, prompts))
     print(f"perfect localisation (all of a word's mass on its object's cells): {s['perfect']['median']:.1f}")
     for key, e in sorted(((k, v) for k, v in s.items() if k != "perfect"),

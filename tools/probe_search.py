@@ -15,6 +15,7 @@ m best at step k, pick the final best of those" beside plain best-of-n, with eac
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 from typing import Optional, Sequence
@@ -55,17 +56,20 @@ def run_prompt(pipe, prompt: str, noise: torch.Tensor, record: Sequence[int], fr
 def summarize(rows: list[dict], steps: int, keeps: Sequence[int] = (1, 2, 4)) -> dict:
     """Per recorded step: the verifier's within-prompt correlation with the final adherence, and the adherence
     of pruning to the best ``m`` there (the final pick among the survivors by the finished clips' verifier
-    score); beside it plain, best-of-n by the final verifier score and the oracle. Work counts DiT step-batches
-    of one candidate (N candidates for k steps, then m for the rest)."""
+    score). Baselines are expectations over the candidates, not one draw: "plain" is the mean candidate,
+    "best of m" the mean over every m-subset picked by the final verifier score (what pruning at random would
+    give), beside the oracle. Differences are against the plain expectation, with their standard error over
+    prompts. Work counts DiT step-batches of one candidate (N candidates for k + 1 steps, then m for the rest)."""
     adh = np.array([r["adherence"] for r in rows])
     final = np.array([r["verifier"][str(steps)] for r in rows])
     n_prompts, n = adh.shape
+    plain = adh.mean(1)
 
     def pick(survivors: list[np.ndarray]) -> np.ndarray:
         return np.array([adh[p, s[np.argmax(final[p, s])]] for p, s in enumerate(survivors)])
 
     def stat(v: np.ndarray) -> dict:
-        d = v - adh[:, 0]
+        d = v - plain
         return {"adherence": float(v.mean()), "minus_plain": float(d.mean()),
                 "stderr": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else None}
 
@@ -73,10 +77,13 @@ def summarize(rows: list[dict], steps: int, keeps: Sequence[int] = (1, 2, 4)) ->
         c = [np.corrcoef(a[p], adh[p])[0, 1] for p in range(n_prompts) if adh[p].std() > 0 and a[p].std() > 0]
         return float(np.mean(c)) if c else None
 
-    out = {"prompts": n_prompts, "candidates": n, "plain": float(adh[:, 0].mean()),
-           "oracle": float(adh.max(1).mean()), "final_correlation": corr(final), "best_of": {}, "prune": {}}
+    out = {"prompts": n_prompts, "candidates": n, "plain": float(plain.mean()),
+           "candidate_0": float(adh[:, 0].mean()), "oracle": float(adh.max(1).mean()),
+           "final_correlation": corr(final), "best_of": {}, "prune": {}}
     for m in sorted({1, 2, 4, n} & set(range(1, n + 1))):
-        out["best_of"][str(m)] = {**stat(pick([np.arange(m)] * n_prompts)), "work": steps * m}
+        subsets = [np.array(c) for c in itertools.combinations(range(n), m)]
+        v = np.mean([pick([c] * n_prompts) for c in subsets], axis=0)
+        out["best_of"][str(m)] = {**stat(v), "work": steps * m}
     for key in sorted((k for k in rows[0]["verifier"] if int(k) != steps), key=int):
         k = int(key)
         early = np.array([r["verifier"][key] for r in rows])
@@ -116,8 +123,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                            for c in range(args.candidates)])
         rows.append(run_prompt(pipe, prompt, noise, record, args.frames, args.height, args.width))
     s = summarize(rows, steps)
-    print(f"{s['prompts']} prompts x {s['candidates']} candidates: plain {s['plain']:.3f}, oracle {s['oracle']:.3f}, "
-          f"final verifier correlation {s['final_correlation']:.2f}")
+    print(f"{s['prompts']} prompts x {s['candidates']} candidates: mean candidate {s['plain']:.3f}, "
+          f"oracle {s['oracle']:.3f}, final verifier correlation {s['final_correlation']:.2f}")
     for m, b in s["best_of"].items():
         print(f"  best of {m} (work {b['work']}): {b['adherence']:.3f} ({b['minus_plain']:+.3f})")
     for k, e in s["prune"].items():

@@ -28,12 +28,13 @@ KINDS = ("toggle", "position_jump", "size_jump")
 
 
 def rates(faults: list[list[Optional[dict]]], temporal_factor: int = 4) -> dict:
-    """Share of (object, transition) pairs with each fault; size jumps across / within latent frames (transition
+    """Share of (object, transition) pairs with each fault (objects never found are left out and counted); size jumps across / within latent frames (transition
     t -> t+1 crosses one when t is a multiple of ``temporal_factor``: frame 0 is its own latent frame); any fault in
     the first latent group's transitions (frames 0 .. temporal_factor) against the rest."""
     per_obj = [f for clip in faults for f in clip if f is not None]
     if not per_obj:
         return {}
+    missing = sum(f is None for clip in faults for f in clip)   # never found: no transitions to count
     stack = {k: np.stack([f[k] for f in per_obj]).astype(float) for k in KINDS}   # (objects, T-1)
     n = stack["toggle"].shape[1]
     across = np.arange(n) % temporal_factor == 0
@@ -43,7 +44,7 @@ def rates(faults: list[list[Optional[dict]]], temporal_factor: int = 4) -> dict:
     out.update(size_jump_across_latent_frames=float(stack["size_jump"][:, across].mean()),
                size_jump_within_latent_frames=float(stack["size_jump"][:, ~across].mean()),
                any_fault_first_group=float(bad[:, first].mean()), any_fault_after=float(bad[:, ~first].mean()),
-               objects=len(per_obj))
+               objects=len(per_obj), objects_never_found=missing)
     return out
 
 
@@ -78,7 +79,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"{name}: temporal {r['temporal']:.3f}; toggles {r['toggle']:.3f}, position jumps "
               f"{r['position_jump']:.3f}, size jumps {r['size_jump']:.3f} (across latent frames "
               f"{r['size_jump_across_latent_frames']:.3f}, within {r['size_jump_within_latent_frames']:.3f}); "
-              f"any fault, first latent group {r['any_fault_first_group']:.3f}, after it {r['any_fault_after']:.3f}")
+              f"any fault, first latent group {r['any_fault_first_group']:.3f}, after it {r['any_fault_after']:.3f}; "
+              f"{r['objects']} objects, {r['objects_never_found']} never found")
     if a.out:
         a.out.write_text(json.dumps({"settings": {k: str(v) for k, v in vars(a).items()}, **result}, indent=1))
     return 0

@@ -46,7 +46,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from vidrt.errors import ShapeError
+from vidrt.errors import PromptError, ShapeError
 from vidrt.world.grammar import BACKGROUNDS, COLORS, MOTIONS, SHAPES, Scene, parse
 from vidrt.world.render import BOUNCE_HEIGHT, GROWTH, TRAVEL, bounce_count, motion_amount
 from vidrt.world.shots import Shot, parse_shots
@@ -388,6 +388,9 @@ def _temporal_track(tr: _Track, max_step: float, h: int, w: int) -> Optional[flo
 def transition_faults(frames, prompt: Union[str, Scene], fps: float = 16) -> list[Optional[dict[str, np.ndarray]]]:
     """What the temporal criterion counts, per object of a one-shot prompt: boolean arrays over the clip's T-1
     frame transitions (``toggle``, ``position_jump``, ``size_jump``); None for an object never found."""
+    if not isinstance(prompt, (str, Scene)):
+        raise PromptError(f"transition_faults takes one shot's prompt (a string or Scene), got "
+                          f"{type(prompt).__name__}; for a shot list, pass each shot's frames with its own prompt")
     x = _prepare(frames)
     an = _Analysis(x)
     scene = parse(prompt)

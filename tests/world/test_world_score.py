@@ -232,3 +232,6 @@ def test_transition_faults_name_what_temporal_counts():
     assert np.flatnonzero(f[0]["position_jump"]).tolist() == [7, 8] and not f[1]["position_jump"].any()
     sc = score(hole, prompt)
     assert sc.temporal < score(clip, prompt).temporal
+    from vidrt.errors import PromptError
+    with pytest.raises(PromptError, match="takes one shot's prompt"):
+        transition_faults(clip, [prompt, "the red circle moves left"])
