@@ -45,12 +45,15 @@ def run_prompt(pipe, prompt: str, noise: torch.Tensor, record: Sequence[int], fr
     n = noise.shape[0]
     z = pipe([prompt] * n, num_frames=frames, height=height, width=width, latents=noise, output="latent",
              progress=False, on_step=keep)
-    out = {"prompt": prompt, "verifier": {}}
-    for step, lat in sorted(kept.items()) + [(pipe.defaults.steps, z)]:
+    def verify(lat: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
         videos = pipe.decode(lat)
-        out["verifier"][str(step)] = pipe.verifier.score(videos, [prompt] * n).float().tolist()
-    out["adherence"] = [score(to_frames(v), prompt, fps=pipe.defaults.fps).adherence for v in videos]
-    return out
+        return videos, pipe.verifier.score(videos, [prompt] * n).float().tolist()
+
+    finished, final_scores = verify(z)
+    return {"prompt": prompt,
+            "verifier": {**{str(step): verify(lat)[1] for step, lat in sorted(kept.items())},
+                         str(pipe.defaults.steps): final_scores},
+            "adherence": [score(to_frames(v), prompt, fps=pipe.defaults.fps).adherence for v in finished]}
 
 
 def summarize(rows: list[dict], steps: int, keeps: Sequence[int] = (1, 2, 4)) -> dict:
@@ -117,8 +120,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not record or record[0] < 0 or record[-1] >= steps - 1:
         raise SystemExit(f"--record {args.record}: give steps in 0..{steps - 2} (the last step is the finished clip)")
     rows = []
+    shape = pipe.latent_shape(1, args.frames, args.height, args.width)
     for i, prompt in enumerate(tqdm(train_prompts(args.prompts, seed=30), desc="prompts", unit="prompt")):
-        shape = pipe.latent_shape(1, args.frames, args.height, args.width)
         noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(70_000 + 100 * i + c))
                            for c in range(args.candidates)])
         rows.append(run_prompt(pipe, prompt, noise, record, args.frames, args.height, args.width))
