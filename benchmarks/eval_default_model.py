@@ -32,7 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 import vidrt
-from vidrt.world.grammar import held_out_prompts, parse
+from vidrt.world.grammar import held_out_prompts, parse, train_prompts
+from vidrt.world.layout import WorldLayout
 from vidrt.video import from_frames, to_frames
 from vidrt.world.render import render
 from vidrt.world.score import mean_scores, score
@@ -204,10 +205,13 @@ def markdown(result: dict) -> str:
     lines = [f"# Default model quality: {result['name']}", "",
              f"Model: `{result['model']}`{' (' + result['model_note'] + ')' if result.get('model_note') else ''}  ",
              f"Settings: steps {s['steps']}, guidance {s['guidance']}, sampler {s['sampler']}, shift {s['shift']}, "
-             f"precision {s['precision']}, attention {s['attention']}, seed per prompt 10000 + index  ",
-             (f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)"
-              if not result.get("given_prompts") else
-              f"Given prompts: {result['given_prompts']} x {result['repeat']} seeds (from the command line)"), "",
+             f"precision {s['precision']}, attention {s['attention']}, seed per prompt 10000 + index"
+             + (f", regional prompting {s['regions']}" if s.get("regions") else "") + "  ",
+             (f"Given prompts: {result['given_prompts']} x {result['repeat']} seeds (from the command line)"
+              if result.get("given_prompts") else
+              f"Dev prompts: {result['dev_prompts']} training prompts (train_prompts(N, seed=31))"
+              if result.get("dev_prompts") else
+              f"Held-out prompts: {result['held_out_prompts']} (object triples never seen in training)"), "",
              "| size (frames x H x W) | prompts | s / clip | adherence | presence | shape | motion | background "
              "| temporal | clean | truth adherence | truth through the VAE | mismatched-truth adherence |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -310,6 +314,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--candidates", type=int, default=1,
                     help="best-of-N: N samples per prompt, the model's verifier keeps one (N x the work)")
+    ap.add_argument("--regions", action="store_true",
+                    help="regional prompting from the sample's own layout (vidrt.regions; the model's layout)")
+    ap.add_argument("--region-start", type=int, default=None, help="--regions: plain steps before the first "
+                    "layout read (default 40 %% of the steps)")
+    ap.add_argument("--region-no-refresh", action="store_true", help="--regions: read the layout once")
+    ap.add_argument("--dev", type=int, default=0, metavar="N",
+                    help="score N training prompts (vidrt.world.grammar.train_prompts(N, seed=31), the dev set on "
+                         "which sampling settings are chosen) instead of the held-out set")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-vae", action="store_true", help="skip the VAE PSNR")
@@ -337,6 +349,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     repeat = max(1, args.repeat)
     if args.prompt:
         prompts = [p for p in args.prompt for _ in range(repeat)]
+    elif args.dev:
+        prompts = train_prompts(args.dev, seed=31)
     elif args.quick:
         prompts = [prompts[i] for i in np.linspace(0, len(prompts) - 1, 24).round().astype(int)]
     if args.prompts:
@@ -359,15 +373,21 @@ def main(argv: Optional[list[str]] = None) -> int:
                                "boundary_ratio": pipe.boundary_ratio, "guidance_2": args.guidance_2}
     if args.candidates != 1:
         gen_kwargs["candidates"] = settings["candidates"] = args.candidates
+    if args.regions:
+        gen_kwargs["regions"] = vidrt.Regions(WorldLayout(), start=args.region_start,
+                                              refresh=not args.region_no_refresh)
+        settings["regions"] = {"start": args.region_start, "refresh": not args.region_no_refresh}
     if args.guidance_interval:
         gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "model_note": args.note, "settings": settings,
-                              "held_out_prompts": 0 if args.prompt else len(prompts),
+                              "held_out_prompts": 0 if args.prompt or args.dev else len(prompts),
                               "configs": []}
     if args.prompt:
         result.update(given_prompts=len(args.prompt), repeat=repeat)
+    elif args.dev:
+        result["dev_prompts"] = len(prompts)
     if args.latents:
         args.latents.mkdir(parents=True, exist_ok=True)
         meta_file, meta = args.latents / "meta.json", {"model": args.model or "embedded default", **settings}

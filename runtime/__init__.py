@@ -8,11 +8,11 @@ from vidrt.errors import (BackendUnavailableError, CheckpointError, ConfigError,
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "StepState", "Video", "Shot", "VidrtError", "ShapeError", "ConfigError", "CheckpointError",
+__all__ = ["Pipeline", "StepState", "Regions", "Video", "Shot", "VidrtError", "ShapeError", "ConfigError", "CheckpointError",
            "DeviceError", "PromptError", "BackendUnavailableError", "LatencyError", "__version__"]
 
-_LAZY = {"Pipeline": "vidrt.pipeline", "StepState": "vidrt.pipeline", "Video": "vidrt.video",
-         "Shot": "vidrt.longclip.shots"}
+_LAZY = {"Pipeline": "vidrt.pipeline", "StepState": "vidrt.pipeline", "Regions": "vidrt.regions",
+         "Video": "vidrt.video", "Shot": "vidrt.longclip.shots"}
 
 
 def __getattr__(name: str):

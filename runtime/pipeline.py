@@ -25,6 +25,7 @@ from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_va
 from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError, out_of_memory_as_shape_error
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
+from vidrt.regions import Regions
 from vidrt.video import Video, to_frames
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class GenerationDefaults:
     sampler: str = "auto"  # "auto" = the checkpoint's scheduler_config
     shift: Optional[float] = None  # None = the checkpoint's flow_shift
     negative_prompt: str = ""
+    region_layout: Optional[str] = None  # regions=True's layout: "world" (the synthetic world's); None = none
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "vidrt.json") -> "GenerationDefaults":
@@ -324,6 +326,7 @@ class Pipeline:
         deadline: Optional[float] = None,
         candidates: int = 1,
         on_step: Optional[Callable[[StepState], Optional[bool]]] = None,
+        regions: Union[bool, Regions, None] = None,
         progress: bool = True,
     ) -> Union[Video, list[Video], torch.Tensor]:
         """Generate one clip per prompt. Returns a Video (a list for a list of prompts), or the final
@@ -356,6 +359,12 @@ class Pipeline:
         estimate, progress reports, research probes); returning ``False`` (any false value but None) stops denoising
         there and decodes that estimate, as a deadline does (``stats["stopped"]["reason"] == "callback"``). Time spent
         in the callback counts toward a ``latency_target``'s budget and a ``deadline``.
+
+        ``regions`` switches on regional prompting from the sample's own layout (`vidrt.regions`): after a few
+        plain steps each object of a multi-object prompt is found in the clean estimate and its region denoised
+        under its own one-object prompt (one more DiT row per object and step, one VAE decode per layout read).
+        True uses the checkpoint's layout (the embedded model's: `vidrt.world.layout.WorldLayout`); a
+        :class:`vidrt.Regions` sets the layout and when it is read. ``stats["regions"]`` reports the reads.
         """
         from vidrt.caching.policy import CachePlan, make_cache, parse_policy
         from vidrt.caching.step_cache import BlockStackCache
@@ -432,6 +441,7 @@ class Pipeline:
         if on_step is not None and not callable(on_step):
             raise ConfigError(f"on_step={_got(on_step)}; give a function taking a vidrt.StepState (return False to "
                               "stop), or None")
+        regions = self._regions(regions, cache, latency_target)
         if latents is None:
             seed = _whole("seed", seed)
             if not -2**63 <= seed < 2**64 - candidates + 1:
@@ -479,6 +489,14 @@ class Pipeline:
             ctx = self.encode_prompts(prompts[:b0] + (negs[:b0] if cfg else []), max_sequence_length)
             if candidates > 1:
                 ctx = torch.cat([ctx[:b0]] * candidates + ([ctx[b0:]] * candidates if cfg else []))
+            region_run = sub_ctx = kv_sub = None
+            if regions is not None:
+                from vidrt.regions import RegionRun
+
+                region_run = RegionRun(regions, prompts, steps)
+                if region_run.subs:
+                    sub_ctx = self.encode_prompts(region_run.subs, max_sequence_length)
+                    sub_owner = region_run.owner.to(self.device)
             stats["text_s"] = time.perf_counter() - t0
 
             # denoise
@@ -513,6 +531,8 @@ class Pipeline:
                     kv_all = dit.prepare_context(ctx)
                     kv_cond = [(k[:b], v[:b]) for k, v in kv_all] if cfg else kv_all
                     kv_uncond = [(k[b:], v[b:]) for k, v in kv_all] if cfg else None
+                    if sub_ctx is not None:
+                        kv_sub = dit.prepare_context(sub_ctx)
                 expert_steps[expert] += 1
                 guided = scale > 1.0 and (guidance_interval is None or lo <= smp.sigma_at(i) <= hi)
                 full_cfg = guided and (plan.cfg is None or plan.cfg.compute_uncond(i, steps))
@@ -532,10 +552,15 @@ class Pipeline:
                         plan.cfg.record(cond, uncond)
                     else:
                         uncond = plan.cfg.estimate(cond)
+                if region_run is not None and region_run.masks is not None:   # each object's region: its prompt
+                    sub = dit(x[sub_owner], t.expand(len(sub_owner)).to(self.device), context_kv=kv_sub)
+                    cond = region_run.mix(cond, sub)
                 pred = uncond + scale * (cond - uncond) if guided else cond
-                if deadline is not None or on_step is not None:
+                if deadline is not None or on_step is not None or region_run is not None:
                     x0_estimate = latents - smp.sigma_at(i) * pred.float()
                 latents = smp.step(pred, i, latents)
+                if region_run is not None and region_run.reads_after(i):
+                    region_run.read(self.decode(x0_estimate), x0_estimate.shape[2:])
                 if controller is not None:
                     controller.after_step(i, plan.block)
                 bar.update()
@@ -555,6 +580,8 @@ class Pipeline:
             if self.transformer_2 is not None:
                 stats["experts"] = {"boundary_ratio": self.boundary_ratio, "guidance_2": scales[1],
                                     "steps": expert_steps}
+            if region_run is not None:
+                stats["regions"] = region_run.stats()
             if cache:
                 stats["cache"] = {"policy": cache if isinstance(cache, str) else type(cache).__name__,
                                   "threshold": cache_threshold, **plan.stats()}
@@ -600,6 +627,30 @@ class Pipeline:
 
         shots = as_shots(shots)   # a malformed shot list fails here, before any model work
         return stream(self, shots, seconds=seconds, latency_target=latency_target, **kw)
+
+    def _regions(self, regions, cache, latency_target) -> Optional[Regions]:
+        """``regions`` checked: None / False (off), True (the checkpoint's layout) or a :class:`vidrt.Regions`."""
+        if regions is None or regions is False:
+            return None
+        from vidrt.regions import Regions
+
+        if regions is True:
+            name = self.defaults.region_layout
+            if name != "world":
+                where = self.source or "this pipeline"
+                raise ConfigError(f"regions=True needs the checkpoint's region layout and {where} names none "
+                                  "(vidrt.json 'region_layout'); pass regions=vidrt.Regions(layout=...) with your "
+                                  "own, or regions=None")
+            from vidrt.world.layout import WorldLayout
+
+            regions = Regions(WorldLayout())
+        elif not isinstance(regions, Regions):
+            raise ConfigError(f"regions={_got(regions)}; use True (the checkpoint's layout), a vidrt.Regions, "
+                              "or None")
+        if cache is not None or latency_target is not None:
+            raise ConfigError("regions cannot be combined with a step cache or a latency_target (the regions' "
+                              "extra DiT rows are not in their cost model); drop one of them")
+        return regions
 
     def _guided_steps(self, scales: Sequence[float], sampler: str, shift: Optional[float],
                       interval: Optional[tuple[float, float]]):

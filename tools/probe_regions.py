@@ -27,13 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 import vidrt
 from vidrt.testing import load_script
-from vidrt.world.grammar import COLORS, Scene, parse
+from vidrt.world.grammar import BACKGROUNDS, COLORS, Scene, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("probe_regions")
@@ -58,21 +57,23 @@ def components(fg: torch.Tensor, iters: int = 128) -> torch.Tensor:
     return lab.long()
 
 
-def object_masks(frames: torch.Tensor, colors: Sequence[str], *, threshold: float = 60.0,
-                 min_area: int = 6) -> torch.Tensor:
-    """Per frame, which pixels show which asked object: (T, H, W, 3) floats in [0, 255] and the objects' colour
-    names -> (n_objects, T, H, W) bool. Blobs (pixels far from the frame's median colour, 8-connected, at least
-    ``min_area`` pixels) are matched one-to-one to objects by the distance of their mean colour to the objects'
-    palette colours (the assignment of least total distance); unmatched blobs belong to no object."""
+def object_masks(frames: torch.Tensor, colors: Sequence[str], background: str, *, threshold: float = 60.0,
+                 min_area: int = 6, max_share: float = 0.25, max_distance: float = float("inf")) -> torch.Tensor:
+    """Per frame, which pixels show which asked object: (T, H, W, 3) floats in [0, 255], the objects' colour
+    names and the prompt's background colour name -> (n_objects, T, H, W) bool. Blobs (pixels far from the asked
+    background colour, 8-connected, at least ``min_area`` pixels and at most ``max_share`` of the frame: an early
+    estimate's colour wash is no object) are matched one-to-one to objects by the distance of their mean colour
+    to the objects' palette colours (the assignment of least total distance); pairs further apart than
+    ``max_distance`` are not matched, and unmatched blobs belong to no object."""
     t, h, w, _ = frames.shape
-    bg = frames.reshape(t, -1, 3).median(1).values
-    fg = (frames - bg[:, None, None]).norm(dim=-1) > threshold
+    bg = torch.tensor(BACKGROUNDS[background], dtype=torch.float32)
+    fg = (frames - bg).norm(dim=-1) > threshold
     labels = components(fg)
     palette = torch.tensor([COLORS[c] for c in colors], dtype=torch.float32)
     out = torch.zeros(len(colors), t, h, w, dtype=torch.bool)
     for f in range(t):
         ids, areas = labels[f].unique(return_counts=True)
-        keep = [(int(a), int(i)) for i, a in zip(ids, areas) if i > 0 and a >= min_area]
+        keep = [(int(a), int(i)) for i, a in zip(ids, areas) if i > 0 and min_area <= a <= max_share * h * w]
         blobs = [i for _, i in sorted(keep, reverse=True)[:6]]
         if not blobs:
             continue
@@ -86,7 +87,8 @@ def object_masks(frames: torch.Tensor, colors: Sequence[str], *, threshold: floa
                 if c < best_cost:
                     best, best_cost = list(zip(objs, bl)), c
         for o, b in best:
-            out[o, f] = labels[f] == blobs[b]
+            if cost[o, b] <= max_distance:
+                out[o, f] = labels[f] == blobs[b]
     return out
 
 
@@ -151,9 +153,9 @@ class RegionPipeline:
     again at every later step with ``refresh``); everything else is the wrapped pipeline's."""
 
     def __init__(self, pipe: "vidrt.Pipeline", layout_step: int, *, outside: str = "full", refresh: bool = False,
-                 dilate: int = 1, threshold: float = 60.0):
-        self.pipe, self.layout_step, self.refresh, self.dilate, self.threshold = pipe, layout_step, refresh, dilate, \
-            threshold
+                 dilate: int = 1, threshold: float = 60.0, max_distance: float = float("inf")):
+        self.pipe, self.layout_step, self.refresh, self.dilate = pipe, layout_step, refresh, dilate
+        self.threshold, self.max_distance = threshold, max_distance
         self.region = RegionDiT(pipe.transformer, outside)
         pipe.transformer = self.region
         pipe.batch_cfg = True
@@ -162,11 +164,13 @@ class RegionPipeline:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.pipe, name)
 
-    def _arm(self, x0: torch.Tensor, colors: list[list[str]]) -> None:
+    def _arm(self, x0: torch.Tensor, scenes: list[Scene]) -> None:
         videos = self.pipe.decode(x0)                       # (B, 3, T, H, W) in [-1, 1]
         frames = ((videos.float().clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 4, 1).cpu()
-        masks = [latent_masks(object_masks(fr, cs, threshold=self.threshold), x0.shape[2:], dilate=self.dilate)
-                 for fr, cs in zip(frames, colors)]
+        masks = [latent_masks(object_masks(fr, [o.color for o in sc.objects], sc.background,
+                                           threshold=self.threshold, max_distance=self.max_distance),
+                                 x0.shape[2:], dilate=self.dilate)
+                 for fr, sc in zip(frames, scenes)]
         self.region.masks = torch.cat(masks).to(x0.device)
         self.armed_rows += int((self.region.masks.flatten(1).amax(1) > 0).sum())
 
@@ -174,19 +178,19 @@ class RegionPipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if kw.get("candidates", 1) != 1:
             raise SystemExit("probe_regions runs one candidate per prompt")
-        subs, owner, colors = [], [], []
+        subs, owner, scenes = [], [], []
         for j, p in enumerate(prompts):
             s = one_object_prompts(p)
             subs += s
             owner += [j] * len(s)
-            colors.append([o.color for o in parse(p).objects])
+            scenes.append(parse(p))
         r = self.region
         r.batch, r.owner, r.masks = len(prompts), torch.tensor(owner, device=self.pipe.device), None
         r.sub_kv = r.dit.prepare_context(self.pipe.encode_prompts(subs))
 
         def on_step(state) -> None:
             if state.step + 1 == self.layout_step or (self.refresh and state.step + 1 > self.layout_step):
-                self._arm(state.x0, colors)
+                self._arm(state.x0, scenes)
 
         try:
             return self.pipe(prompts, on_step=on_step, **kw)
@@ -206,6 +210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--refresh", action="store_true", help="re-read the layout at every later step")
     ap.add_argument("--dilate", type=int, default=1, help="latent cells added around each region")
     ap.add_argument("--threshold", type=float, default=60.0, help="RGB distance from the background of a blob")
+    ap.add_argument("--max-distance", type=float, default=float("inf"), help="RGB distance beyond which a blob is "
+                    "not matched to an object of that colour")
     ap.add_argument("--sizes", default="1x64x64", help="comma list FxHxW")
     ap.add_argument("--dev", type=int, default=0, help="N training prompts (train_prompts(N, seed=31)) instead of "
                     "the held-out set")
@@ -219,13 +225,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     pipe = vidrt.Pipeline.from_pretrained(args.model)
     rp = RegionPipeline(pipe, args.layout_step, outside=args.outside, refresh=args.refresh, dilate=args.dilate,
-                        threshold=args.threshold) if args.layout_step > 0 else pipe
+                        threshold=args.threshold, max_distance=args.max_distance) if args.layout_step > 0 else pipe
     source = train_prompts(args.dev, seed=31) if args.dev else held_out_prompts()
     prompts = list(enumerate(source))[: args.prompts]
     result: dict[str, Any] = {"name": args.name, "model": args.model or "embedded default",
                               "prompts": "dev" if args.dev else "held-out", "layout_step": args.layout_step,
                               "outside": args.outside, "refresh": args.refresh, "dilate": args.dilate,
-                              "threshold": args.threshold, "configs": []}
+                              "threshold": args.threshold, "max_distance": args.max_distance, "configs": []}
     for item in args.sizes.split(","):
         f, h, w = (int(v) for v in item.split("x"))
         c = ev.evaluate_config(rp, prompts, f, h, w, batch=args.batch, gen_kwargs={})

@@ -1552,7 +1552,7 @@ def export(p: Preset, vae: WanVAE, dit_state: dict, out: Path) -> dict:
     pipe.save_pretrained(str(out), safe_serialization=True)
     defaults = {"height": p.gen_height, "width": p.gen_width, "num_frames": p.gen_frames, "steps": p.gen_steps,
                 "guidance": p.gen_guidance, "fps": FPS, "max_sequence_length": p.max_text_len, "sampler": "auto",
-                "shift": p.gen_shift, "negative_prompt": ""}
+                "shift": p.gen_shift, "negative_prompt": "", "region_layout": "world"}
     trained = dict(dit_state.get("preset", {}))
     if "steps" in dit_state:   # the stage's own step count (--fit-dit-minutes sets it during the run; --dit-steps 0
         trained["dit_steps"] = dit_state["steps"]   # on an earlier stage keeps that stage's)

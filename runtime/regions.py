@@ -1,0 +1,136 @@
+"""Regional prompting from the sample's own layout.
+
+A small text-to-video DiT often draws every object of a multi-object prompt but binds the words wrongly (the
+red one gets the circle's shape, the square the other's motion), while it draws each object alone well. Regional
+prompting (Bar-Tal et al. 2023; Lian et al. 2023) gives each object's region of the frame its own one-object
+prompt. Here the regions are not given: after ``start`` plain steps the clean estimate is decoded and a
+:class:`RegionLayout` finds each object in it (and again after every later step with ``refresh``). From then on,
+inside an object's region the DiT's conditional velocity is that of the object's own prompt; outside every region
+it is the full prompt's; classifier-free guidance against the negative prompt is unchanged.
+
+It costs one more DiT row per object on every step after the first read (the sub-prompts run in one batched
+call) and one VAE decode per read. The embedded model's layout is `vidrt.world.layout.WorldLayout`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from vidrt.errors import ConfigError
+
+__all__ = ["Regions", "RegionLayout", "latent_masks"]
+
+
+class RegionLayout(Protocol):
+    """What regional prompting needs to know about a model's prompts and pictures."""
+
+    def split(self, prompt: str) -> list[str]:
+        """One prompt per region (an object alone, with the scene's setting), in a fixed order."""
+
+    def masks(self, frames: torch.Tensor, prompt: str) -> torch.Tensor:
+        """Decoded frames (T, H, W, 3) floats in [0, 255] -> (regions, T, H, W) bool: where each of
+        ``split(prompt)``'s objects is (an all-false region when it is not found)."""
+
+
+@dataclass
+class Regions:
+    """Regional prompting settings (``Pipeline.__call__(regions=...)``).
+
+    layout: finds the regions (:class:`RegionLayout`).
+    start:  plain denoising steps before the first layout read (the layout must be visible in the clean
+            estimate); None: 40 % of the steps (8 of the embedded model's 20).
+    refresh: read the layout again after every later step, so regions follow objects that move or grow.
+    dilate: latent cells added around each region (objects' rims and small misplacements).
+    """
+
+    layout: RegionLayout
+    start: Optional[int] = None
+    refresh: bool = True
+    dilate: int = 1
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.layout, "split", None)) or not callable(getattr(self.layout, "masks", None)):
+            raise ConfigError(f"Regions(layout=...) needs split(prompt) and masks(frames, prompt) methods; got "
+                              f"{type(self.layout).__name__}")
+        for name in ("start", "dilate"):
+            v = getattr(self, name)
+            if v is None and name == "start":
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "start" else 0):
+                raise ConfigError(f"Regions({name}={v!r}); use a whole number >= {1 if name == 'start' else 0}")
+
+
+def latent_masks(masks: torch.Tensor, latent_shape: Sequence[int], temporal: int = 4,
+                 dilate: int = 1) -> torch.Tensor:
+    """Pixel masks (n, T, H, W) -> the latent grid (n, 1, T', H', W') as 0 / 1 floats: a latent cell belongs to a
+    region when any pixel of its frames (latent frame 0: frame 0; f >= 1: frames ``temporal`` * (f - 1) + 1 ..
+    ``temporal`` * f, the causal VAE's grouping) and of its area does, grown by ``dilate`` cells."""
+    n, t, h, w = masks.shape
+    nf, lh, lw = latent_shape
+    if t != (nf - 1) * temporal + 1:
+        raise ConfigError(f"{t} frames do not make {nf} latent frames at {temporal}x time compression")
+    m = masks.float()
+    groups = [m[:, :1]] + [m[:, 1 + temporal * (f - 1): 1 + temporal * f] for f in range(1, nf)]
+    m = torch.stack([g.amax(1) for g in groups], 1).reshape(n * nf, 1, h, w)
+    m = F.adaptive_max_pool2d(m, (lh, lw))
+    if dilate:
+        m = F.max_pool2d(m, 2 * dilate + 1, 1, dilate)
+    return m.view(n, 1, nf, lh, lw)
+
+
+class RegionRun:
+    """One call's regional prompting: the sub-prompts of every batch row, their current masks, the mixing."""
+
+    def __init__(self, regions: Regions, prompts: Sequence[str], steps: int):
+        self.regions, self.steps = regions, steps
+        self.start = regions.start if regions.start is not None else max(1, round(0.4 * steps))
+        self.prompts = list(prompts)
+        self.subs: list[str] = []
+        owner: list[int] = []
+        for row, p in enumerate(self.prompts):
+            parts = regions.layout.split(p)
+            self.subs += parts
+            owner += [row] * len(parts)
+        self.owner = torch.tensor(owner, dtype=torch.long)
+        self.masks: Optional[torch.Tensor] = None    # (S, 1, T', H', W') once read
+        self.reads = 0
+        self.found: list[int] = []                   # regions found at each read
+
+    def reads_after(self, step: int) -> bool:
+        """Whether the layout is read after step ``step`` (0-based): at ``start`` and, with refresh, after (never
+        after the last step, and not at all when there are no regions)."""
+        done = step + 1
+        return bool(self.subs) and done < self.steps and (
+            done == self.start or (self.regions.refresh and done > self.start))
+
+    def read(self, videos: torch.Tensor, latent_shape: Sequence[int]) -> None:
+        """Find the regions in decoded clean estimates ``videos`` (B, 3, T, H, W) in [-1, 1]."""
+        frames = ((videos.float().clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 4, 1).cpu()
+        per_row = []
+        for row, p in enumerate(self.prompts):
+            n = int((self.owner == row).sum())
+            if n == 0:
+                continue
+            m = self.regions.layout.masks(frames[row], p)
+            if tuple(m.shape) != (n,) + tuple(frames.shape[1:4]):
+                raise ConfigError(f"the region layout gave masks of shape {tuple(m.shape)} for {n} regions of "
+                                  f"{tuple(frames.shape[1:4])} frames; it must give (regions, T, H, W)")
+            per_row.append(latent_masks(m.bool(), latent_shape, dilate=self.regions.dilate))
+        self.masks = torch.cat(per_row)
+        self.reads += 1
+        self.found.append(int((self.masks.flatten(1).amax(1) > 0).sum()))
+
+    def mix(self, cond: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
+        """The conditional velocity with each region's replaced by its sub-prompt's (overlaps averaged)."""
+        owner = self.owner.to(cond.device)
+        m = self.masks.to(cond.device, cond.dtype)
+        cover = torch.zeros_like(cond[:, :1]).index_add_(0, owner, m)
+        inside = torch.zeros_like(cond).index_add_(0, owner, m * sub) / cover.clamp(min=1)
+        return inside + (1 - cover.clamp(max=1)) * cond
+
+    def stats(self) -> dict:
+        return {"start": self.start, "refresh": self.regions.refresh, "reads": self.reads,
+                "regions": len(self.subs), "found_last": self.found[-1] if self.found else 0}
