@@ -319,6 +319,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--region-start", type=int, default=None, help="--regions: plain steps before the first "
                     "layout read (default 40 %% of the steps)")
     ap.add_argument("--region-no-refresh", action="store_true", help="--regions: read the layout once")
+    ap.add_argument("--region-no-isolate", action="store_true",
+                    help="--regions: each object's prompt sees the whole frame (not its region alone)")
+    ap.add_argument("--region-no-clear", action="store_true",
+                    help="--regions: the full prompt outside the regions even when every object was found")
     ap.add_argument("--dev", type=int, default=0, metavar="N",
                     help="score N training prompts (vidrt.world.grammar.train_prompts(N, seed=31), the dev set on "
                          "which sampling settings are chosen) instead of the held-out set")
@@ -375,8 +379,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         gen_kwargs["candidates"] = settings["candidates"] = args.candidates
     if args.regions:
         gen_kwargs["regions"] = vidrt.Regions(WorldLayout(), start=args.region_start,
-                                              refresh=not args.region_no_refresh)
-        settings["regions"] = {"start": args.region_start, "refresh": not args.region_no_refresh}
+                                              refresh=not args.region_no_refresh,
+                                              isolate=not args.region_no_isolate, clear=not args.region_no_clear)
+        settings["regions"] = {"start": args.region_start, "refresh": not args.region_no_refresh,
+                               "isolate": not args.region_no_isolate, "clear": not args.region_no_clear}
     if args.guidance_interval:
         gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])

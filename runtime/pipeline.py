@@ -489,7 +489,7 @@ class Pipeline:
             ctx = self.encode_prompts(prompts[:b0] + (negs[:b0] if cfg else []), max_sequence_length)
             if candidates > 1:
                 ctx = torch.cat([ctx[:b0]] * candidates + ([ctx[b0:]] * candidates if cfg else []))
-            region_run = sub_ctx = kv_sub = None
+            region_run = sub_ctx = kv_sub = backdrops = None
             if regions is not None:
                 from vidrt.regions import RegionRun
 
@@ -553,7 +553,12 @@ class Pipeline:
                     else:
                         uncond = plan.cfg.estimate(cond)
                 if region_run is not None and region_run.masks is not None:   # each object's region: its prompt
-                    sub = dit(x[sub_owner], t.expand(len(sub_owner)).to(self.device), context_kv=kv_sub)
+                    xs = x[sub_owner]
+                    if regions.isolate:
+                        if backdrops is None:
+                            backdrops = self._backdrops(region_run, latents.shape, num_frames, height, width)
+                        xs = region_run.isolated(x, cond, float(smp.sigma_at(i)), backdrops)
+                    sub = dit(xs, t.expand(len(sub_owner)).to(self.device), context_kv=kv_sub)
                     cond = region_run.mix(cond, sub)
                 pred = uncond + scale * (cond - uncond) if guided else cond
                 if deadline is not None or on_step is not None or region_run is not None:
@@ -651,6 +656,19 @@ class Pipeline:
             raise ConfigError("regions cannot be combined with a step cache or a latency_target (the regions' "
                               "extra DiT rows are not in their cost model); drop one of them")
         return regions
+
+    def _backdrops(self, run, shape, num_frames: int, height: int, width: int) -> torch.Tensor:
+        """Normalised latents of each row's empty scene (its layout's backdrop colour in every frame)."""
+        out = torch.zeros(shape, device=self.device, dtype=torch.float32)
+        done: dict[tuple, torch.Tensor] = {}
+        for row, p in enumerate(run.prompts):
+            rgb = tuple(run.regions.layout.backdrop(p))
+            if rgb not in done:
+                video = (torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1, 1)
+                video = video.expand(1, 3, num_frames, height, width).to(self.device, self.vae.dtype)
+                done[rgb] = self.vae.normalize(self.vae.encode(video)).float()
+            out[row] = done[rgb][0]
+        return out
 
     def _guided_steps(self, scales: Sequence[float], sampler: str, shift: Optional[float],
                       interval: Optional[tuple[float, float]]):

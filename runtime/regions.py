@@ -44,17 +44,28 @@ class Regions:
             estimate); None: 40 % of the steps (8 of the embedded model's 20).
     refresh: read the layout again after every later step, so regions follow objects that move or grow.
     dilate: latent cells added around each region (objects' rims and small misplacements).
+    isolate: each object's prompt sees its own region only, the rest of the frame replaced by the empty scene
+            (the layout's ``backdrop(prompt)`` colour, encoded by the VAE, at the step's noise level), so a one-object
+            prompt does not take another object's blob for its own (or its own for a stray to erase).
+    clear:  outside every region, in the latent frames where every object of the clip was found, the mean of the
+            objects' prompts' velocities (with ``isolate``: the empty scene's), which clears stray blobs; elsewhere
+            the full prompt's.
     """
 
     layout: RegionLayout
     start: Optional[int] = None
     refresh: bool = True
     dilate: int = 1
+    isolate: bool = True
+    clear: bool = True
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.layout, "split", None)) or not callable(getattr(self.layout, "masks", None)):
             raise ConfigError(f"Regions(layout=...) needs split(prompt) and masks(frames, prompt) methods; got "
                               f"{type(self.layout).__name__}")
+        if self.isolate and not callable(getattr(self.layout, "backdrop", None)):
+            raise ConfigError(f"Regions(isolate=True) needs the layout's backdrop(prompt) -> (r, g, b) colour of the "
+                              f"empty scene; {type(self.layout).__name__} has none: add it or pass isolate=False")
         for name in ("start", "dilate"):
             v = getattr(self, name)
             if v is None and name == "start":
@@ -123,13 +134,34 @@ class RegionRun:
         self.reads += 1
         self.found.append(int((self.masks.flatten(1).amax(1) > 0).sum()))
 
+    def isolated(self, x: torch.Tensor, cond: torch.Tensor, sigma: float, backdrops: torch.Tensor) -> torch.Tensor:
+        """Each sub-prompt row's input: the latents ``x`` (B rows) inside its region, elsewhere the empty scene
+        ``backdrops`` (B rows of clean latents) noised with the step's own noise estimate (from the full prompt's
+        velocity ``cond``: noise = x + (1 - sigma) v under x = (1 - sigma) x0 + sigma noise)."""
+        owner = self.owner.to(x.device)
+        m = self.masks.to(x.device, x.dtype)
+        noise = x + (1 - sigma) * cond
+        empty = (1 - sigma) * backdrops.to(x.device, x.dtype) + sigma * noise
+        return m * x[owner] + (1 - m) * empty[owner]
+
     def mix(self, cond: torch.Tensor, sub: torch.Tensor) -> torch.Tensor:
-        """The conditional velocity with each region's replaced by its sub-prompt's (overlaps averaged)."""
+        """The conditional velocity with each region's replaced by its sub-prompt's (overlaps averaged); with
+        ``clear``, outside every region of a latent frame where all of a row's objects were found, the mean of its
+        sub-prompts'."""
         owner = self.owner.to(cond.device)
         m = self.masks.to(cond.device, cond.dtype)
         cover = torch.zeros_like(cond[:, :1]).index_add_(0, owner, m)
         inside = torch.zeros_like(cond).index_add_(0, owner, m * sub) / cover.clamp(min=1)
-        return inside + (1 - cover.clamp(max=1)) * cond
+        rest = cond
+        if self.regions.clear:   # per latent frame: where every object of the clip was found in it
+            b, f = cond.shape[0], cond.shape[2]
+            n = torch.zeros(b, device=cond.device, dtype=cond.dtype).index_add_(
+                0, owner, torch.ones_like(owner, dtype=cond.dtype)).view(b, 1, 1, 1, 1)
+            found = torch.zeros(b, 1, f, 1, 1, device=cond.device, dtype=cond.dtype).index_add_(
+                0, owner, m.amax(dim=(3, 4), keepdim=True))
+            mean = torch.zeros_like(cond).index_add_(0, owner, sub) / n.clamp(min=1)
+            rest = torch.where((n > 0) & (found == n), mean, cond)
+        return inside + (1 - cover.clamp(max=1)) * rest
 
     def stats(self) -> dict:
         return {"start": self.start, "refresh": self.regions.refresh, "reads": self.reads,

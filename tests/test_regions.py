@@ -29,6 +29,9 @@ class FixedLayout:
     def split(self, prompt):
         return list(self.subs)
 
+    def backdrop(self, prompt):
+        return (0, 0, 0)
+
     def masks(self, frames, prompt):
         self.reads += 1
         return torch.full((len(self.subs),) + tuple(frames.shape[:3]), self.fill, dtype=torch.bool)
@@ -48,7 +51,7 @@ def test_latent_masks_follow_the_vae_grouping_and_grid():
 
 
 def test_mix_replaces_each_region_and_averages_overlaps():
-    run = RegionRun(Regions(FixedLayout(["x", "y"], True)), ["p", "q"], steps=10)
+    run = RegionRun(Regions(FixedLayout(["x", "y"], True), clear=False), ["p", "q"], steps=10)
     assert run.owner.tolist() == [0, 0, 1, 1] and run.start == 4
     cond = torch.zeros(2, 1, 1, 1, 3)
     sub = torch.tensor([1.0, 2.0, 5.0, 7.0]).view(4, 1, 1, 1, 1).expand(4, 1, 1, 1, 3)
@@ -59,6 +62,35 @@ def test_mix_replaces_each_region_and_averages_overlaps():
     assert [run.reads_after(i) for i in range(10)] == [False] * 3 + [True] * 6 + [False]
     once = RegionRun(Regions(FixedLayout(["x"], True), start=2, refresh=False), ["p"], steps=10)
     assert [i for i in range(10) if once.reads_after(i)] == [1]
+    # clear: outside the regions of a row whose every object was found, the mean of its objects' velocities
+    run.regions.clear = True
+    run.masks[2, 0, 0, 0, 2] = 1     # row 1: x found, y not -> the full prompt outside
+    out = run.mix(cond + 9, sub)
+    assert out[0].flatten().tolist() == [1.0, 1.5, 1.5] and out[1].flatten().tolist() == [9.0, 9.0, 5.0]
+    run.masks[3, 0, 0, 0, 0] = 1     # now both found: outside is (5 + 7) / 2
+    assert run.mix(cond + 9, sub)[1].flatten().tolist() == [7.0, 6.0, 5.0]
+
+
+def test_clear_is_per_latent_frame():
+    run = RegionRun(Regions(FixedLayout(["x", "y"], True)), ["p"], steps=10)
+    m = torch.zeros(2, 1, 2, 1, 3)
+    m[0, 0, :, 0, 0] = 1            # x found in both latent frames
+    m[1, 0, 0, 0, 1] = 1            # y only in frame 0
+    run.masks = m
+    sub = torch.tensor([2.0, 4.0]).view(2, 1, 1, 1, 1).expand(2, 1, 2, 1, 3)
+    out = run.mix(torch.full((1, 1, 2, 1, 3), 9.0), sub)
+    assert out[0, 0, 0, 0].tolist() == [2.0, 4.0, 3.0]     # frame 0: all found, the rest is the mean
+    assert out[0, 0, 1, 0].tolist() == [2.0, 9.0, 9.0]     # frame 1: y missing, the rest is the full prompt's
+
+
+def test_isolated_inputs_keep_the_region_and_empty_the_rest():
+    run = RegionRun(Regions(FixedLayout(["x", "y"], True)), ["p"], steps=10)
+    run.masks = torch.tensor([[1.0, 0.0], [0.0, 0.0]]).view(2, 1, 1, 1, 2)
+    x, cond, bg = torch.full((1, 1, 1, 1, 2), 2.0), torch.full((1, 1, 1, 1, 2), 4.0), torch.full((1, 1, 1, 1, 2), -1.0)
+    out = run.isolated(x, cond, 0.25, bg)
+    noise = 2.0 + 0.75 * 4.0                       # x + (1 - sigma) v
+    empty = 0.75 * -1.0 + 0.25 * noise
+    assert out.flatten().tolist() == [2.0, empty, empty, empty]
 
 
 def test_world_layout_splits_prompts_into_objects():
@@ -112,6 +144,11 @@ def test_a_region_covering_everything_under_the_same_prompt_is_the_plain_run(pip
     other = pipe(["a red circle", "a blue square"], seed=3, output="latent",
                  regions=Regions(FixedLayout(["a green triangle"], True), start=1), **KW)
     assert (other - plain).abs().max() > 1e-3                     # the region's prompt is what it follows
+    # a region covering everything is the sub-prompt from the first read on, whatever isolate / clear say
+    for iso, clear in ((False, False), (True, True)):
+        z = pipe(["a red circle", "a blue square"], seed=3, output="latent",
+                 regions=Regions(FixedLayout(["a green triangle"], True), start=1, isolate=iso, clear=clear), **KW)
+        torch.testing.assert_close(z, other, rtol=1e-4, atol=1e-5)
 
 
 class _SameLayout(FixedLayout):
@@ -136,6 +173,17 @@ def test_regions_bad_input(pipe):
         Regions(WorldLayout(), start=0)
     with pytest.raises(ConfigError, match="split"):
         Regions(object())
+
+    class NoBackdrop:
+        def split(self, prompt):
+            return []
+
+        def masks(self, frames, prompt):
+            return torch.zeros(0)
+
+    with pytest.raises(ConfigError, match="backdrop.*isolate=False"):
+        Regions(NoBackdrop())
+    assert Regions(NoBackdrop(), isolate=False).clear
 
     class Bad(FixedLayout):
         def masks(self, frames, prompt):

@@ -61,6 +61,10 @@ class WorldLayout:
             return []
         return [Scene((type(o)(o.color, o.shape, o.motion),), scene.background, True).prompt() for o in scene.objects]
 
+    def backdrop(self, prompt: str) -> tuple[int, int, int]:
+        """The scene without its objects: the background colour."""
+        return BACKGROUNDS[parse(prompt).background]
+
     def masks(self, frames: torch.Tensor, prompt: str) -> torch.Tensor:
         scene = parse(prompt)
         t, h, w, _ = frames.shape
