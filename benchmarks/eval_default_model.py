@@ -319,10 +319,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--region-start", type=int, default=None, help="--regions: plain steps before the first "
                     "layout read (default 40 %% of the steps)")
     ap.add_argument("--region-no-refresh", action="store_true", help="--regions: read the layout once")
-    ap.add_argument("--region-no-isolate", action="store_true",
-                    help="--regions: each object's prompt sees the whole frame (not its region alone)")
-    ap.add_argument("--region-no-clear", action="store_true",
-                    help="--regions: the full prompt outside the regions even when every object was found")
+    ap.add_argument("--region-isolate", choices=("auto", "on", "off"), default="auto",
+                    help="--regions: each object's prompt sees its region alone (auto: images only)")
+    ap.add_argument("--region-clear", choices=("auto", "on", "off"), default="auto",
+                    help="--regions: outside the regions, where every object was found, the objects' prompts' mean "
+                         "(auto: images only)")
     ap.add_argument("--dev", type=int, default=0, metavar="N",
                     help="score N training prompts (vidrt.world.grammar.train_prompts(N, seed=31), the dev set on "
                          "which sampling settings are chosen) instead of the held-out set")
@@ -378,11 +379,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.candidates != 1:
         gen_kwargs["candidates"] = settings["candidates"] = args.candidates
     if args.regions:
+        auto = {"auto": None, "on": True, "off": False}
         gen_kwargs["regions"] = vidrt.Regions(WorldLayout(), start=args.region_start,
                                               refresh=not args.region_no_refresh,
-                                              isolate=not args.region_no_isolate, clear=not args.region_no_clear)
+                                              isolate=auto[args.region_isolate], clear=auto[args.region_clear])
         settings["regions"] = {"start": args.region_start, "refresh": not args.region_no_refresh,
-                               "isolate": not args.region_no_isolate, "clear": not args.region_no_clear}
+                               "isolate": args.region_isolate, "clear": args.region_clear}
     if args.guidance_interval:
         gen_kwargs["guidance_interval"] = tuple(float(v) for v in args.guidance_interval.split(","))
         settings["guidance_interval"] = list(gen_kwargs["guidance_interval"])

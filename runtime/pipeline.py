@@ -493,7 +493,7 @@ class Pipeline:
             if regions is not None:
                 from vidrt.regions import RegionRun
 
-                region_run = RegionRun(regions, prompts, steps)
+                region_run = RegionRun(regions, prompts, steps, shape[2])
                 if region_run.subs:
                     sub_ctx = self.encode_prompts(region_run.subs, max_sequence_length)
                     sub_owner = region_run.owner.to(self.device)
@@ -554,7 +554,7 @@ class Pipeline:
                         uncond = plan.cfg.estimate(cond)
                 if region_run is not None and region_run.masks is not None:   # each object's region: its prompt
                     xs = x[sub_owner]
-                    if regions.isolate:
+                    if region_run.isolate:
                         if backdrops is None:
                             backdrops = self._backdrops(region_run, latents.shape, num_frames, height, width)
                         xs = region_run.isolated(x, cond, float(smp.sigma_at(i)), backdrops)

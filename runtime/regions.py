@@ -50,19 +50,26 @@ class Regions:
     clear:  outside every region, in the latent frames where every object of the clip was found, the mean of the
             objects' prompts' velocities (with ``isolate``: the empty scene's), which clears stray blobs; elsewhere
             the full prompt's.
+    isolate / clear None (the default): on for images (one latent frame; isolate only when the layout has a
+    backdrop), off for clips -- measured on the embedded model's dev prompts: both lift images, and on clips
+    isolation loses objects (a one-object prompt confined to a moving region fades it).
     """
 
     layout: RegionLayout
     start: Optional[int] = None
     refresh: bool = True
     dilate: int = 1
-    isolate: bool = True
-    clear: bool = True
+    isolate: Optional[bool] = None
+    clear: Optional[bool] = None
 
     def __post_init__(self) -> None:
         if not callable(getattr(self.layout, "split", None)) or not callable(getattr(self.layout, "masks", None)):
             raise ConfigError(f"Regions(layout=...) needs split(prompt) and masks(frames, prompt) methods; got "
                               f"{type(self.layout).__name__}")
+        for name in ("refresh", "isolate", "clear"):
+            v = getattr(self, name)
+            if not (isinstance(v, bool) or (v is None and name != "refresh")):
+                raise ConfigError(f"Regions({name}={v!r}); use True or False" + (" or None" if name != "refresh" else ""))
         if self.isolate and not callable(getattr(self.layout, "backdrop", None)):
             raise ConfigError(f"Regions(isolate=True) needs the layout's backdrop(prompt) -> (r, g, b) colour of the "
                               f"empty scene; {type(self.layout).__name__} has none: add it or pass isolate=False")
@@ -95,9 +102,13 @@ def latent_masks(masks: torch.Tensor, latent_shape: Sequence[int], temporal: int
 class RegionRun:
     """One call's regional prompting: the sub-prompts of every batch row, their current masks, the mixing."""
 
-    def __init__(self, regions: Regions, prompts: Sequence[str], steps: int):
+    def __init__(self, regions: Regions, prompts: Sequence[str], steps: int, latent_frames: int = 1):
         self.regions, self.steps = regions, steps
         self.start = regions.start if regions.start is not None else max(1, round(0.4 * steps))
+        image = latent_frames == 1
+        self.isolate = regions.isolate if regions.isolate is not None else (
+            image and callable(getattr(regions.layout, "backdrop", None)))
+        self.clear = regions.clear if regions.clear is not None else image
         self.prompts = list(prompts)
         self.subs: list[str] = []
         owner: list[int] = []
@@ -153,7 +164,7 @@ class RegionRun:
         cover = torch.zeros_like(cond[:, :1]).index_add_(0, owner, m)
         inside = torch.zeros_like(cond).index_add_(0, owner, m * sub) / cover.clamp(min=1)
         rest = cond
-        if self.regions.clear:   # per latent frame: where every object of the clip was found in it
+        if self.clear:   # per latent frame: where every object of the clip was found in it
             b, f = cond.shape[0], cond.shape[2]
             n = torch.zeros(b, device=cond.device, dtype=cond.dtype).index_add_(
                 0, owner, torch.ones_like(owner, dtype=cond.dtype)).view(b, 1, 1, 1, 1)
@@ -164,5 +175,6 @@ class RegionRun:
         return inside + (1 - cover.clamp(max=1)) * rest
 
     def stats(self) -> dict:
-        return {"start": self.start, "refresh": self.regions.refresh, "reads": self.reads,
+        return {"start": self.start, "refresh": self.regions.refresh, "isolate": self.isolate, "clear": self.clear,
+                "reads": self.reads,
                 "regions": len(self.subs), "found_last": self.found[-1] if self.found else 0}

@@ -63,7 +63,7 @@ def test_mix_replaces_each_region_and_averages_overlaps():
     once = RegionRun(Regions(FixedLayout(["x"], True), start=2, refresh=False), ["p"], steps=10)
     assert [i for i in range(10) if once.reads_after(i)] == [1]
     # clear: outside the regions of a row whose every object was found, the mean of its objects' velocities
-    run.regions.clear = True
+    run.clear = True
     run.masks[2, 0, 0, 0, 2] = 1     # row 1: x found, y not -> the full prompt outside
     out = run.mix(cond + 9, sub)
     assert out[0].flatten().tolist() == [1.0, 1.5, 1.5] and out[1].flatten().tolist() == [9.0, 9.0, 5.0]
@@ -72,7 +72,7 @@ def test_mix_replaces_each_region_and_averages_overlaps():
 
 
 def test_clear_is_per_latent_frame():
-    run = RegionRun(Regions(FixedLayout(["x", "y"], True)), ["p"], steps=10)
+    run = RegionRun(Regions(FixedLayout(["x", "y"], True), clear=True), ["p"], steps=10, latent_frames=2)
     m = torch.zeros(2, 1, 2, 1, 3)
     m[0, 0, :, 0, 0] = 1            # x found in both latent frames
     m[1, 0, 0, 0, 1] = 1            # y only in frame 0
@@ -81,6 +81,14 @@ def test_clear_is_per_latent_frame():
     out = run.mix(torch.full((1, 1, 2, 1, 3), 9.0), sub)
     assert out[0, 0, 0, 0].tolist() == [2.0, 4.0, 3.0]     # frame 0: all found, the rest is the mean
     assert out[0, 0, 1, 0].tolist() == [2.0, 9.0, 9.0]     # frame 1: y missing, the rest is the full prompt's
+
+
+def test_isolate_and_clear_default_to_images_only():
+    lay = FixedLayout(["x"], True)
+    image, clip = RegionRun(Regions(lay), ["p"], 10, latent_frames=1), RegionRun(Regions(lay), ["p"], 10, 9)
+    assert (image.isolate, image.clear, clip.isolate, clip.clear) == (True, True, False, False)
+    forced = RegionRun(Regions(lay, isolate=True, clear=False), ["p"], 10, 9)
+    assert (forced.isolate, forced.clear) == (True, False)
 
 
 def test_isolated_inputs_keep_the_region_and_empty_the_rest():
@@ -133,7 +141,8 @@ def test_empty_regions_leave_the_exact_path_unchanged(pipe):
     lay = FixedLayout(["a blue square"], False)
     v = pipe("a red circle", seed=3, regions=Regions(lay, start=2), **KW)
     assert torch.equal(v.latents, plain.cpu()) and lay.reads == 4       # reads after steps 2..5 of 6
-    assert v.stats["regions"] == {"start": 2, "refresh": True, "reads": 4, "regions": 1, "found_last": 0}
+    assert v.stats["regions"] == {"start": 2, "refresh": True, "isolate": False, "clear": False, "reads": 4,
+                                  "regions": 1, "found_last": 0}
 
 
 def test_a_region_covering_everything_under_the_same_prompt_is_the_plain_run(pipe):
@@ -182,8 +191,10 @@ def test_regions_bad_input(pipe):
             return torch.zeros(0)
 
     with pytest.raises(ConfigError, match="backdrop.*isolate=False"):
-        Regions(NoBackdrop())
-    assert Regions(NoBackdrop(), isolate=False).clear
+        Regions(NoBackdrop(), isolate=True)
+    assert not RegionRun(Regions(NoBackdrop()), ["p"], 10, latent_frames=1).isolate    # auto: only with a backdrop
+    with pytest.raises(ConfigError, match="clear='yes'"):
+        Regions(WorldLayout(), clear="yes")
 
     class Bad(FixedLayout):
         def masks(self, frames, prompt):
@@ -199,6 +210,7 @@ def test_embedded_model_regions_read_its_layout():
     v = pipe(TWO, num_frames=1, seed=0, regions=True, progress=False)
     r = v.stats["regions"]
     assert r["start"] == 8 and r["reads"] == 12 and r["regions"] == 2 and r["found_last"] >= 1
+    assert r["isolate"] and r["clear"]                                       # an image: both on
     one = pipe("a red circle moves right", num_frames=1, seed=0, progress=False)
     assert np.array_equal(pipe("a red circle moves right", num_frames=1, seed=0, regions=True,
                                progress=False).frames, one.frames)          # one object: the exact path
