@@ -245,8 +245,9 @@ def _generate(args: argparse.Namespace) -> int:
     s = video.stats
     if "regions" in s:
         r = s["regions"]
-        print(f"regions: {r['found_last']} of {r['regions']} objects found at the last of {r['reads']} layout reads"
-              if r["regions"] else "regions: a one-object prompt, nothing to bind (the plain path ran)")
+        across = f" (all {args.candidates} candidates)" if args.candidates > 1 else ""
+        print(f"regions: {r['found_last']} of {r['regions']} objects found{across} at the last of {r['reads']} "
+              "layout reads" if r["regions"] else "regions: a one-object prompt, nothing to bind (the plain path ran)")
     if "candidates" in s:
         c = s["candidates"]
         print(f"best of {c['n']}: candidate {c['picked']} (seed {args.seed + c['picked']}), verifier scores "

@@ -442,6 +442,11 @@ class Pipeline:
             raise ConfigError(f"on_step={_got(on_step)}; give a function taking a vidrt.StepState (return False to "
                               "stop), or None")
         regions = self._regions(regions, cache, latency_target)
+        region_run = None
+        if regions is not None:   # the layout splits the prompts now, so a prompt it cannot read fails before work
+            from vidrt.regions import RegionRun
+
+            region_run = RegionRun(regions, prompts, steps, shape[2], self.vae_scale_temporal)
         if latents is None:
             seed = _whole("seed", seed)
             if not -2**63 <= seed < 2**64 - candidates + 1:
@@ -489,14 +494,11 @@ class Pipeline:
             ctx = self.encode_prompts(prompts[:b0] + (negs[:b0] if cfg else []), max_sequence_length)
             if candidates > 1:
                 ctx = torch.cat([ctx[:b0]] * candidates + ([ctx[b0:]] * candidates if cfg else []))
-            region_run = sub_ctx = kv_sub = backdrops = None
-            if regions is not None:
-                from vidrt.regions import RegionRun
-
-                region_run = RegionRun(regions, prompts, steps, shape[2])
-                if region_run.subs:
-                    sub_ctx = self.encode_prompts(region_run.subs, max_sequence_length)
-                    sub_owner = region_run.owner.to(self.device)
+            sub_ctx = kv_sub = backdrops = None
+            if region_run is not None and region_run.subs:   # each distinct sub-prompt encoded once
+                uniq = list(dict.fromkeys(region_run.subs))
+                sub_ctx = self.encode_prompts(uniq, max_sequence_length)[[uniq.index(q) for q in region_run.subs]]
+                sub_owner = region_run.owner.to(self.device)
             stats["text_s"] = time.perf_counter() - t0
 
             # denoise
@@ -641,7 +643,10 @@ class Pipeline:
 
         if regions is True:
             name = self.defaults.region_layout
-            if name != "world":
+            if name is not None and name != "world":
+                raise ConfigError(f"vidrt.json names region_layout {name!r}, which vidrt does not know (known: "
+                                  "'world'); fix the checkpoint's vidrt.json or pass regions=vidrt.Regions(...)")
+            if name is None:
                 where = self.source or "this pipeline"
                 raise ConfigError(f"regions=True needs the checkpoint's region layout and {where} names none "
                                   "(vidrt.json 'region_layout'); pass regions=vidrt.Regions(layout=...) with your "
@@ -649,7 +654,9 @@ class Pipeline:
             from vidrt.world.layout import WorldLayout
 
             regions = Regions(WorldLayout())
-        elif not isinstance(regions, Regions):
+        elif isinstance(regions, Regions):
+            regions.__post_init__()   # fields may have been changed since it was made
+        else:
             raise ConfigError(f"regions={_got(regions)}; use True (the checkpoint's layout), a vidrt.Regions, "
                               "or None")
         if cache is not None or latency_target is not None:
@@ -662,7 +669,7 @@ class Pipeline:
         out = torch.zeros(shape, device=self.device, dtype=torch.float32)
         done: dict[tuple, torch.Tensor] = {}
         for row, p in enumerate(run.prompts):
-            rgb = tuple(run.regions.layout.backdrop(p))
+            rgb = run.backdrop(p)
             if rgb not in done:
                 video = (torch.tensor(rgb, dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1, 1)
                 video = video.expand(1, 3, num_frames, height, width).to(self.device, self.vae.dtype)

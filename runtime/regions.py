@@ -6,10 +6,12 @@ prompting (Bar-Tal et al. 2023; Lian et al. 2023) gives each object's region of 
 prompt. Here the regions are not given: after ``start`` plain steps the clean estimate is decoded and a
 :class:`RegionLayout` finds each object in it (and again after every later step with ``refresh``). From then on,
 inside an object's region the DiT's conditional velocity is that of the object's own prompt; outside every region
-it is the full prompt's; classifier-free guidance against the negative prompt is unchanged.
+it is the full prompt's (with ``clear``, where every object was found, the objects' prompts' mean);
+classifier-free guidance against the negative prompt is unchanged.
 
 It costs one more DiT row per object on every step after the first read (the sub-prompts run in one batched
-call) and one VAE decode per read. The embedded model's layout is `vidrt.world.layout.WorldLayout`.
+call), one VAE decode per read and, with ``isolate``, one VAE encode per distinct backdrop. The embedded model's
+layout is `vidrt.world.layout.WorldLayout`.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ class RegionLayout(Protocol):
         """Decoded frames (T, H, W, 3) floats in [0, 255] -> (regions, T, H, W) bool: where each of
         ``split(prompt)``'s objects is (an all-false region when it is not found)."""
 
+    # optional, needed by ``Regions(isolate=True)``:
+    # def backdrop(self, prompt: str) -> tuple[int, int, int]: the (r, g, b) colour in 0..255 of the empty scene
+
 
 @dataclass
 class Regions:
@@ -52,7 +57,9 @@ class Regions:
             the full prompt's.
     isolate / clear None (the default): on for images (one latent frame; isolate only when the layout has a
     backdrop), off for clips -- measured on the embedded model's dev prompts: both lift images, and on clips
-    isolation loses objects (a one-object prompt confined to a moving region fades it).
+    isolation loses objects (a one-object prompt confined to a moving region fades it). With both on, outside the
+    regions guidance pulls hard toward the empty scene (the objects' prompts there see the backdrop, the negative
+    prompt sees the sample): what clears stray blobs.
     """
 
     layout: RegionLayout
@@ -63,6 +70,9 @@ class Regions:
     clear: Optional[bool] = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.layout, type):
+            raise ConfigError(f"Regions(layout={self.layout.__name__}) got a class; pass an instance, e.g. "
+                              f"Regions({self.layout.__name__}())")
         if not callable(getattr(self.layout, "split", None)) or not callable(getattr(self.layout, "masks", None)):
             raise ConfigError(f"Regions(layout=...) needs split(prompt) and masks(frames, prompt) methods; got "
                               f"{type(self.layout).__name__}")
@@ -102,8 +112,9 @@ def latent_masks(masks: torch.Tensor, latent_shape: Sequence[int], temporal: int
 class RegionRun:
     """One call's regional prompting: the sub-prompts of every batch row, their current masks, the mixing."""
 
-    def __init__(self, regions: Regions, prompts: Sequence[str], steps: int, latent_frames: int = 1):
-        self.regions, self.steps = regions, steps
+    def __init__(self, regions: Regions, prompts: Sequence[str], steps: int, latent_frames: int = 1,
+                 temporal: int = 4):
+        self.regions, self.steps, self.temporal = regions, steps, temporal
         self.start = regions.start if regions.start is not None else max(1, round(0.4 * steps))
         image = latent_frames == 1
         self.isolate = regions.isolate if regions.isolate is not None else (
@@ -114,9 +125,15 @@ class RegionRun:
         owner: list[int] = []
         for row, p in enumerate(self.prompts):
             parts = regions.layout.split(p)
+            if not isinstance(parts, (list, tuple)) or not all(isinstance(q, str) for q in parts):
+                raise ConfigError(f"the region layout's split({p!r}) gave {type(parts).__name__}; it must give a "
+                                  "list of prompts (one per region, [] for none)")
             self.subs += parts
             owner += [row] * len(parts)
         self.owner = torch.tensor(owner, dtype=torch.long)
+        if self.subs and self.start >= steps:
+            raise ConfigError(f"Regions(start={self.start}) reads the layout after step {self.start} but the run "
+                              f"has {steps} steps; lower start (or leave it None: 40 % of the steps)")
         self.masks: Optional[torch.Tensor] = None    # (S, 1, T', H', W') once read
         self.reads = 0
         self.found: list[int] = []                   # regions found at each read
@@ -137,13 +154,28 @@ class RegionRun:
             if n == 0:
                 continue
             m = self.regions.layout.masks(frames[row], p)
+            if not isinstance(m, torch.Tensor):
+                raise ConfigError(f"the region layout's masks() gave {type(m).__name__}; it must give a bool "
+                                  "torch.Tensor (regions, T, H, W)")
             if tuple(m.shape) != (n,) + tuple(frames.shape[1:4]):
                 raise ConfigError(f"the region layout gave masks of shape {tuple(m.shape)} for {n} regions of "
                                   f"{tuple(frames.shape[1:4])} frames; it must give (regions, T, H, W)")
-            per_row.append(latent_masks(m.bool(), latent_shape, dilate=self.regions.dilate))
+            per_row.append(latent_masks(m.bool(), latent_shape, temporal=self.temporal, dilate=self.regions.dilate))
         self.masks = torch.cat(per_row)
         self.reads += 1
         self.found.append(int((self.masks.flatten(1).amax(1) > 0).sum()))
+
+    def backdrop(self, prompt: str) -> tuple[float, float, float]:
+        """The layout's empty-scene colour of ``prompt``, checked: three numbers in 0..255."""
+        rgb = self.regions.layout.backdrop(prompt)
+        try:
+            rgb = tuple(float(v) for v in rgb)
+        except (TypeError, ValueError):
+            rgb = ()
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise ConfigError(f"the region layout's backdrop({prompt!r}) gave {rgb or 'something else'}; it must "
+                              "give an (r, g, b) colour with values in 0..255")
+        return rgb
 
     def isolated(self, x: torch.Tensor, cond: torch.Tensor, sigma: float, backdrops: torch.Tensor) -> torch.Tensor:
         """Each sub-prompt row's input: the latents ``x`` (B rows) inside its region, elsewhere the empty scene

@@ -227,3 +227,94 @@ def test_cli_generate_with_regions(tmp_path, capsys, tiny_wan):
     assert main(["generate", "a red circle", "--model", str(tiny_wan), "--frames", "5", "--height", "32",
                  "--width", "32", "--regions", "-o", str(bad)]) == 2
     assert "names none" in capsys.readouterr().err and not bad.exists()
+
+
+class HalfLayout:
+    """Prompts other than ``plain`` get one region (``sub``) over the left half of every frame; backdrops differ
+    per prompt."""
+
+    def __init__(self, plain="a red circle", sub="a green triangle"):
+        self.plain, self.sub = plain, sub
+
+    def split(self, prompt):
+        return [] if prompt == self.plain else [self.sub]
+
+    def backdrop(self, prompt):
+        return (255, 255, 255) if prompt == self.plain else (0, 0, 0)
+
+    def masks(self, frames, prompt):
+        m = torch.zeros((1,) + tuple(frames.shape[:3]), dtype=torch.bool)
+        m[..., : frames.shape[2] // 2] = True
+        return m
+
+
+def test_mixed_batches_candidates_and_backdrops(pipe):
+    prompts = ["a red circle", "a blue square"]
+    plain = pipe(prompts, seed=3, output="latent", **KW)
+    for iso in (False, True):
+        z = pipe(prompts, seed=3, output="latent", regions=Regions(HalfLayout(), start=2, isolate=iso), **KW)
+        assert torch.equal(z[0], plain[0])                 # the row without regions is the exact path's
+        assert (z[1] - plain[1]).abs().max() > 1e-3
+    # best-of-N: candidate 0 is the candidates=1 run, regions and all
+    class Verifier:
+        def score(self, videos, prompts):
+            return -torch.arange(len(prompts), dtype=torch.float32)      # always candidate 0
+
+    one = pipe("a blue square", seed=3, output="latent", regions=Regions(HalfLayout(), start=2, isolate=True), **KW)
+    old, pipe.verifier = pipe._verifier, Verifier()
+    try:
+        two = pipe("a blue square", seed=3, candidates=2, regions=Regions(HalfLayout(), start=2, isolate=True),
+                   **KW)
+    finally:
+        pipe.verifier = old
+    torch.testing.assert_close(two.latents, one.cpu(), rtol=1e-4, atol=1e-5)
+    # each row's empty scene is its own backdrop encoded by the VAE
+    run = RegionRun(Regions(HalfLayout(), start=2, isolate=True), prompts, 6, latent_frames=2)
+    bd = pipe._backdrops(run, pipe.latent_shape(2, 5, 32, 32), 5, 32, 32)
+    for row, rgb in enumerate((255.0, 0.0)):
+        video = torch.full((1, 3, 5, 32, 32), rgb / 127.5 - 1)
+        torch.testing.assert_close(bd[row:row + 1], pipe.vae.normalize(pipe.vae.encode(video)).float())
+
+
+def test_layout_answers_are_checked(pipe):
+    class Lay(HalfLayout):
+        def __init__(self, split=None, masks=None, backdrop=None):
+            super().__init__(plain="")
+            self._s, self._m, self._b = split, masks, backdrop
+
+        def split(self, prompt):
+            return self._s if self._s is not None else super().split(prompt)
+
+        def masks(self, frames, prompt):
+            return self._m if self._m is not None else super().masks(frames, prompt)
+
+        def backdrop(self, prompt):
+            return self._b if self._b is not None else super().backdrop(prompt)
+
+    for lay, phrase in ((Lay(split="a green triangle"), "must give a list of prompts"),
+                        (Lay(masks=np.ones((1, 5, 32, 32), bool)), "bool torch.Tensor"),
+                        (Lay(backdrop=(0.5, 2)), "values in 0..255"),
+                        (Lay(backdrop="red"), "values in 0..255")):
+        with pytest.raises(ConfigError, match=phrase):
+            pipe("a blue square", regions=Regions(lay, start=2, isolate=True), **KW)
+    with pytest.raises(ConfigError, match="got a class; pass an instance"):
+        Regions(WorldLayout)
+    with pytest.raises(ConfigError, match="start=6.*has 6 steps"):
+        pipe("a blue square", regions=Regions(HalfLayout(), start=6), **KW)
+    r = Regions(HalfLayout())
+    r.start = "3"                                           # changed after it was made: checked again
+    with pytest.raises(ConfigError, match="start='3'"):
+        pipe("a blue square", regions=r, **KW)
+    old, pipe.defaults.region_layout = pipe.defaults.region_layout, "foo"
+    try:
+        with pytest.raises(ConfigError, match="region_layout 'foo'.*known: 'world'"):
+            pipe("a blue square", regions=True, **KW)
+    finally:
+        pipe.defaults.region_layout = old
+
+
+def test_objects_sharing_a_colour_are_left_to_the_full_prompt():
+    prompt = "a red circle moves right and a red square stays still and a blue triangle grows"
+    frames = torch.from_numpy(render(prompt, 64, 64, 1, 16, seed=2)).float()
+    m = WorldLayout().masks(frames, prompt)
+    assert m.shape == (3, 1, 64, 64) and not m[0].any() and not m[1].any() and m[2].sum() > 20

@@ -6,7 +6,9 @@ right and a blue square stays still on a gray background" -> "a red circle moves
 "a blue square stays still on a gray background"). In a decoded clean estimate, per frame, blobs are the
 8-connected pixels far from the asked background colour (an early estimate's colour wash covering much of the
 frame is no blob), matched one-to-one to the prompt's objects by the distance of their mean colour to the
-objects' palette colours (the assignment of least total distance; pairs too far apart stay unmatched). This is
+objects' palette colours (the assignment of least total distance; pairs too far apart stay unmatched; objects
+sharing their colour with another object of the prompt are never matched, since colour cannot tell them apart,
+and are left to the full prompt). This is
 deliberately independent of the scorer (`vidrt.world.score`): a plain colour segmentation, no shape or motion
 reading.
 """
@@ -25,7 +27,8 @@ __all__ = ["WorldLayout", "components"]
 
 def components(fg: torch.Tensor, max_iters: int = 256) -> torch.Tensor:
     """8-connected component labels of boolean masks (N, H, W) -> (N, H, W) int64, 0 = not in ``fg`` (label
-    propagation: every pixel takes the largest label among its neighbours until nothing changes)."""
+    propagation: every pixel takes the largest label among its neighbours until nothing changes, at most
+    ``max_iters`` rounds: components longer than that many pixels end split, far beyond any object here)."""
     n, h, w = fg.shape
     keep = fg.float()
     lab = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, h, w).expand(n, h, w) * keep
@@ -75,7 +78,11 @@ class WorldLayout:
         frames = frames.float()
         fg = (frames - torch.tensor(BACKGROUNDS[scene.background], dtype=torch.float32)).norm(dim=-1) > self.threshold
         labels = components(fg)
-        palette = torch.tensor([COLORS[o.color] for o in scene.objects], dtype=torch.float32)
+        colors = [o.color for o in scene.objects]
+        matchable = [k for k, c in enumerate(colors) if colors.count(c) == 1]
+        if not matchable:
+            return out
+        palette = torch.tensor([COLORS[colors[k]] for k in matchable], dtype=torch.float32)
         for f in range(t):
             ids, areas = labels[f].unique(return_counts=True)
             sized = sorted(((int(a), int(i)) for i, a in zip(ids, areas)
@@ -87,7 +94,7 @@ class WorldLayout:
             cost = torch.cdist(palette, means)     # (objects, blobs)
             for o, b in _assignment(cost):
                 if cost[o, b] <= self.max_distance:
-                    out[o, f] = labels[f] == blobs[b]
+                    out[matchable[o], f] = labels[f] == blobs[b]
         return out
 
 
