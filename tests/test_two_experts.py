@@ -416,3 +416,28 @@ def test_vidrt_bench_target_times_both_experts(two):
         target._acc.clear()
         dit(torch.randn(1, 16, 2, 4, 4), torch.tensor([100.0]), torch.randn(1, 4, 16))
         assert target._acc.get("dit_s", 0.0) > 0
+
+
+def test_regions_follow_the_expert_switch(two):
+    """Regional prompting on a two-expert checkpoint: the sub-prompts' K/V are the current expert's (a region over
+    the whole frame under the same prompt is the plain run, through the switch), and a region does steer."""
+    from vidrt.regions import Regions
+
+    class Same:
+        def __init__(self, sub=None):
+            self.sub = sub
+
+        def split(self, prompt):
+            return [self.sub or prompt]
+
+        def masks(self, frames, prompt):
+            return torch.ones((1,) + tuple(frames.shape[:3]), dtype=torch.bool)
+
+    p = Pipeline.from_pretrained(two)
+    lat = _latents(p)
+    plain = p(PROMPT, latents=lat, steps=6, output="latent", progress=False, **KW)
+    same = p(PROMPT, latents=lat, steps=6, output="latent", progress=False, regions=Regions(Same(), start=1), **KW)
+    torch.testing.assert_close(same, plain, rtol=1e-4, atol=1e-5)
+    other = p(PROMPT, latents=lat, steps=6, output="latent", progress=False,
+              regions=Regions(Same("a blue square"), start=1), **KW)
+    assert (other - plain).abs().max() > 1e-3
