@@ -25,7 +25,7 @@ from vidrt.checkpoints.load import (load_text_encoder, load_transformer, load_va
 from vidrt.errors import CheckpointError, ConfigError, LatencyError, ShapeError, out_of_memory_as_shape_error
 from vidrt.models.dit import WanDiT
 from vidrt.precision import check_plain_precision, check_precision, dtype_of, is_quantized, resolve_device
-from vidrt.regions import Regions
+from vidrt.regions import RegionRun, Regions
 from vidrt.video import Video, to_frames
 
 logger = logging.getLogger(__name__)
@@ -444,8 +444,6 @@ class Pipeline:
         regions = self._regions(regions, cache, latency_target)
         region_run = None
         if regions is not None:   # the layout splits the prompts now, so a prompt it cannot read fails before work
-            from vidrt.regions import RegionRun
-
             region_run = RegionRun(regions, prompts, steps, shape[2], self.vae_scale_temporal)
         if latents is None:
             seed = _whole("seed", seed)
@@ -639,8 +637,6 @@ class Pipeline:
         """``regions`` checked: None / False (off), True (the checkpoint's layout) or a :class:`vidrt.Regions`."""
         if regions is None or regions is False:
             return None
-        from vidrt.regions import Regions
-
         if regions is True:
             name = self.defaults.region_layout
             if name is not None and name != "world":
