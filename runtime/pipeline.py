@@ -565,7 +565,7 @@ class Pipeline:
                     x0_estimate = latents - smp.sigma_at(i) * pred.float()
                 latents = smp.step(pred, i, latents)
                 if region_run is not None and region_run.reads_after(i):
-                    region_run.read(self.decode(x0_estimate), x0_estimate.shape[2:])
+                    region_run.read(self.decode(x0_estimate[region_run.rows]), x0_estimate.shape[2:])
                 if controller is not None:
                     controller.after_step(i, plan.block)
                 bar.update()

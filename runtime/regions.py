@@ -131,6 +131,7 @@ class RegionRun:
             self.subs += parts
             owner += [row] * len(parts)
         self.owner = torch.tensor(owner, dtype=torch.long)
+        self.rows = sorted(set(owner))                # batch rows with regions: the only ones a read decodes
         if self.subs and self.start >= steps:
             raise ConfigError(f"Regions(start={self.start}) reads the layout after step {self.start} but the run "
                               f"has {steps} steps; lower start (or leave it None: 40 % of the steps)")
@@ -146,14 +147,13 @@ class RegionRun:
             done == self.start or (self.regions.refresh and done > self.start))
 
     def read(self, videos: torch.Tensor, latent_shape: Sequence[int]) -> None:
-        """Find the regions in decoded clean estimates ``videos`` (B, 3, T, H, W) in [-1, 1]."""
+        """Find the regions in decoded clean estimates ``videos`` (len(rows), 3, T, H, W) in [-1, 1] of the batch
+        rows :attr:`rows`, in that order."""
         frames = ((videos.float().clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 4, 1).cpu()
         per_row = []
-        for row, p in enumerate(self.prompts):
-            n = int((self.owner == row).sum())
-            if n == 0:
-                continue
-            m = self.regions.layout.masks(frames[row], p)
+        for k, row in enumerate(self.rows):
+            n, p = int((self.owner == row).sum()), self.prompts[row]
+            m = self.regions.layout.masks(frames[k], p)
             if not isinstance(m, torch.Tensor):
                 raise ConfigError(f"the region layout's masks() gave {type(m).__name__}; it must give a bool "
                                   "torch.Tensor (regions, T, H, W)")
