@@ -126,6 +126,24 @@ def test_world_layout_finds_the_objects_of_a_render():
     assert not WorldLayout().masks(wash, TWO).any()
 
 
+def test_world_layout_tracks_objects_through_colour_changes():
+    prompt = "a red square moves right and a blue circle moves down on a black background"
+    frames = torch.from_numpy(render(prompt, 64, 64, 33, 16, seed=3)).float()
+    per_frame, tracked = WorldLayout(track=False).masks(frames, prompt), WorldLayout(track=True).masks(frames, prompt)
+    assert torch.equal(per_frame, tracked)                 # a clean render: the same regions either way
+    assert per_frame.flatten(2).any(2).all()               # both objects in all 33 frames
+    # the DiT's colour flicker: the red square drawn blue in frames 10-19
+    flicker = frames.clone()
+    flicker[10:20][per_frame[0, 10:20]] = torch.tensor([0.0, 0.0, 255.0])
+    lost = WorldLayout(track=False).masks(flicker, prompt)
+    assert lost[0].flatten(1).any(1).sum() == 23            # per frame, the square is nobody's while blue
+    kept = WorldLayout(track=True).masks(flicker, prompt)
+    assert torch.equal(kept, per_frame)                    # its track keeps it the red square's
+    # images: one frame, tracks are the per-frame matching
+    image = frames[:1]
+    assert torch.equal(WorldLayout(track=True).masks(image, prompt), WorldLayout(track=False).masks(image, prompt))
+
+
 def test_components_are_eight_connected():
     fg = torch.zeros(1, 8, 8, dtype=torch.bool)
     fg[0, 1:3, 1:3] = True
