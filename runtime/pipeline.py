@@ -444,7 +444,7 @@ class Pipeline:
         regions = self._regions(regions, cache, latency_target)
         region_run = None
         if regions is not None:   # the layout splits the prompts now, so a prompt it cannot read fails before work
-            region_run = RegionRun(regions, prompts, steps, shape[2], self.vae_scale_temporal)
+            region_run = RegionRun(regions, prompts, steps, temporal=self.vae_scale_temporal)
         if latents is None:
             seed = _whole("seed", seed)
             if not -2**63 <= seed < 2**64 - candidates + 1:

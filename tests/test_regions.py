@@ -72,7 +72,7 @@ def test_mix_replaces_each_region_and_averages_overlaps():
 
 
 def test_clear_is_per_latent_frame():
-    run = RegionRun(Regions(FixedLayout(["x", "y"], True), clear=True), ["p"], steps=10, latent_frames=2)
+    run = RegionRun(Regions(FixedLayout(["x", "y"], True), clear=True), ["p"], steps=10)
     m = torch.zeros(2, 1, 2, 1, 3)
     m[0, 0, :, 0, 0] = 1            # x found in both latent frames
     m[1, 0, 0, 0, 1] = 1            # y only in frame 0
@@ -83,11 +83,10 @@ def test_clear_is_per_latent_frame():
     assert out[0, 0, 1, 0].tolist() == [2.0, 9.0, 9.0]     # frame 1: y missing, the rest is the full prompt's
 
 
-def test_isolate_and_clear_default_to_images_only():
-    lay = FixedLayout(["x"], True)
-    image, clip = RegionRun(Regions(lay), ["p"], 10, latent_frames=1), RegionRun(Regions(lay), ["p"], 10, 9)
-    assert (image.isolate, image.clear, clip.isolate, clip.clear) == (True, True, False, False)
-    forced = RegionRun(Regions(lay, isolate=True, clear=False), ["p"], 10, 9)
+def test_isolate_and_clear_default_to_whether_the_layout_has_a_backdrop():
+    run = RegionRun(Regions(FixedLayout(["x"], True)), ["p"], 10)
+    assert (run.isolate, run.clear) == (True, True)
+    forced = RegionRun(Regions(FixedLayout(["x"], True), isolate=True, clear=False), ["p"], 10)
     assert (forced.isolate, forced.clear) == (True, False)
 
 
@@ -159,7 +158,7 @@ def test_empty_regions_leave_the_exact_path_unchanged(pipe):
     lay = FixedLayout(["a blue square"], False)
     v = pipe("a red circle", seed=3, regions=Regions(lay, start=2), **KW)
     assert torch.equal(v.latents, plain.cpu()) and lay.reads == 4       # reads after steps 2..5 of 6
-    assert v.stats["regions"] == {"start": 2, "refresh": True, "isolate": False, "clear": False, "reads": 4,
+    assert v.stats["regions"] == {"start": 2, "refresh": True, "isolate": True, "clear": True, "reads": 4,
                                   "regions": 1, "found_last": 0}
 
 
@@ -210,7 +209,8 @@ def test_regions_bad_input(pipe):
 
     with pytest.raises(ConfigError, match="backdrop.*isolate=False"):
         Regions(NoBackdrop(), isolate=True)
-    assert not RegionRun(Regions(NoBackdrop()), ["p"], 10, latent_frames=1).isolate    # auto: only with a backdrop
+    auto = RegionRun(Regions(NoBackdrop()), ["p"], 10)
+    assert not auto.isolate and not auto.clear                                # auto: only with a backdrop
     with pytest.raises(ConfigError, match="clear='yes'"):
         Regions(WorldLayout(), clear="yes")
 
@@ -287,7 +287,7 @@ def test_mixed_batches_candidates_and_backdrops(pipe):
         pipe.verifier = old
     torch.testing.assert_close(two.latents, one.cpu(), rtol=1e-4, atol=1e-5)
     # each row's empty scene is its own backdrop encoded by the VAE
-    run = RegionRun(Regions(HalfLayout(), start=2, isolate=True), prompts, 6, latent_frames=2)
+    run = RegionRun(Regions(HalfLayout(), start=2, isolate=True), prompts, 6)
     bd = pipe._backdrops(run, pipe.latent_shape(2, 5, 32, 32), 5, 32, 32)
     for row, rgb in enumerate((255.0, 0.0)):
         video = torch.full((1, 3, 5, 32, 32), rgb / 127.5 - 1)

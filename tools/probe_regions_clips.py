@@ -82,6 +82,10 @@ VARIANTS = {
     "track": {"layout": {"track": True}},
     "track_iso": {"layout": {"track": True}, "isolate": True},
     "track_tdil1": {"layout": {"track": True}, "tdil": 1},
+    "track_iso_clear": {"layout": {"track": True}, "isolate": True, "clear": True},
+    "track_iso_hold": {"layout": {"track": True}, "isolate": True, "hold": True},
+    "track_iso_start6": {"layout": {"track": True}, "isolate": True, "start": 6},
+    "track_iso_jump15": {"layout": {"track": True, "max_jump": 0.15}, "isolate": True},
     "iso_hold_tdil1": {"isolate": True, "hold": True, "tdil": 1},
     "hold_tdil1_start4": {"hold": True, "tdil": 1, "start": 4},
 }

@@ -63,7 +63,7 @@ class WorldLayout:
     max_share: float = 0.25
     max_distance: float = 150.0
     max_blobs: int = 6
-    track: bool = False
+    track: bool = True
     max_jump: float = 0.25
 
     def split(self, prompt: str) -> list[str]:
@@ -134,6 +134,8 @@ class WorldLayout:
                     tracks.append([])
                 tracks[links[b]].append((f, b))
                 open_[b] = links[b]
+        if not tracks:
+            return []
         colour = torch.stack([sum(blobs[f][b][3] * blobs[f][b][1] for f, b in tr) / sum(blobs[f][b][1] for f, b in tr)
                               for tr in tracks])
         cost = torch.cdist(palette, colour)         # (objects, tracks)
