@@ -229,6 +229,9 @@ def test_embedded_model_regions_read_its_layout():
     r = v.stats["regions"]
     assert r["start"] == 8 and r["reads"] == 12 and r["regions"] == 2 and r["found_last"] >= 1
     assert r["isolate"] and r["clear"]                                       # an image: both on
+    clip = pipe(TWO, num_frames=9, seed=0, steps=10, regions=True, progress=False)
+    r = clip.stats["regions"]                                                # a clip too (tracked objects)
+    assert r["isolate"] and r["clear"] and r["reads"] == 6 and r["found_last"] == 2 and clip.frames.shape[0] == 9
     one = pipe("a red circle moves right", num_frames=1, seed=0, progress=False)
     assert np.array_equal(pipe("a red circle moves right", num_frames=1, seed=0, regions=True,
                                progress=False).frames, one.frames)          # one object: the exact path
