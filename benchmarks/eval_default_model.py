@@ -320,10 +320,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "layout read (default 40 %% of the steps)")
     ap.add_argument("--region-no-refresh", action="store_true", help="--regions: read the layout once")
     ap.add_argument("--region-isolate", choices=("auto", "on", "off"), default="auto",
-                    help="--regions: each object's prompt sees its region alone (auto: images only)")
+                    help="--regions: each object's prompt sees its region alone (auto: on when the layout has a backdrop)")
     ap.add_argument("--region-clear", choices=("auto", "on", "off"), default="auto",
                     help="--regions: outside the regions, where every object was found, the objects' prompts' mean "
-                         "(auto: images only)")
+                         "(auto: on when the layout has a backdrop)")
     ap.add_argument("--dev", type=int, default=0, metavar="N",
                     help="score N training prompts (vidrt.world.grammar.train_prompts(N, seed=31), the dev set on "
                          "which sampling settings are chosen) instead of the held-out set")
