@@ -59,9 +59,9 @@ class Regions:
     embedded model's dev prompts: together they lift images (0.816 -> 0.837) and, with a layout that tracks objects
     across frames, clips (multi-object 33x64x64 dev clips 0.570 -> 0.684); clear alone lowers images, and isolation
     with per-frame colour matching loses objects on clips (a one-object prompt confined to regions that come and go
-    with the DiT's colour drift fades its object). With both on, outside the
-    regions guidance pulls hard toward the empty scene (the objects' prompts there see the backdrop, the negative
-    prompt sees the sample): what clears stray blobs.
+    with the DiT's colour drift fades its object). With both on, outside the regions guidance pulls hard toward the
+    empty scene (the objects' prompts there see the backdrop, the negative prompt sees the sample): what clears
+    stray blobs.
     """
 
     layout: RegionLayout

@@ -6,12 +6,11 @@ right and a blue square stays still on a gray background" -> "a red circle moves
 "a blue square stays still on a gray background"). In a decoded clean estimate, per frame, blobs are the
 8-connected pixels far from the asked background colour (an early estimate's colour wash covering much of the
 frame is no blob), matched one-to-one to the prompt's objects by the distance of their mean colour to the
-objects' palette colours (per frame the assignment of least total distance; with ``track`` per track of
-blobs linked across frames, longest first, each to its nearest free object; pairs too far apart stay unmatched; objects
+objects' palette colours (per frame the assignment of least total distance; with ``track`` per track of blobs
+linked across frames, longest first, each to its nearest free object; pairs too far apart stay unmatched; objects
 sharing their colour with another object of the prompt are never matched, since colour cannot tell them apart,
-and are left to the full prompt). This is
-deliberately independent of the scorer (`vidrt.world.score`): a plain colour segmentation, no shape or motion
-reading.
+and are left to the full prompt). This is deliberately independent of the scorer (`vidrt.world.score`): a plain
+colour segmentation, no shape or motion reading.
 """
 from __future__ import annotations
 
