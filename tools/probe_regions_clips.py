@@ -88,7 +88,6 @@ VARIANTS = {
     "track_iso_jump15": {"layout": {"track": True, "max_jump": 0.15}, "isolate": True},
     "iso_hold_tdil1": {"isolate": True, "hold": True, "tdil": 1},
     "hold_tdil1_start4": {"hold": True, "tdil": 1, "start": 4},
-    "separate": {"layout": {"separate": True}},
 }
 
 

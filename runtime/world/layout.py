@@ -55,9 +55,6 @@ class WorldLayout:
         object's prompt or to none; a track keeps them its object's. Off: every frame matched on its own.
     max_jump: the farthest a blob's centroid moves between frames and stays on its track (share of the frame's
         smaller side).
-    separate: cut a blob whose inside is two or more of the prompt's object colours (each at least ``min_area`` pixels
-        and a fifth of the inside) into one blob per colour: objects that touch make one 8-connected blob, which
-        would go to one object and leave the other unfound.
     """
 
     threshold: float = 60.0
@@ -67,7 +64,6 @@ class WorldLayout:
     max_blobs: int = 6
     track: bool = True
     max_jump: float = 0.25
-    separate: bool = False
 
     def split(self, prompt: str) -> list[str]:
         """Each object of a multi-object prompt alone on its background; [] for one object (nothing to bind)."""
@@ -95,10 +91,6 @@ class WorldLayout:
         if not matchable:
             return out
         palette = torch.tensor([COLORS[colors[k]] for k in matchable], dtype=torch.float32)
-        if self.separate and len(matchable) > 1:
-            bg = torch.tensor(BACKGROUNDS[scene.background], dtype=torch.float32)
-            labels = torch.stack([_split_mixed(labels[f], frames[f], palette, bg, self.min_area, self.max_distance)
-                                  for f in range(t)])
         blobs = []       # per frame: [(label, area, (y, x) centroid, mean colour)]
         for f in range(t):
             ids, areas = labels[f].unique(return_counts=True)
@@ -156,41 +148,6 @@ class WorldLayout:
                 owner[k] = o
                 used[o] |= frames_k
         return [(o, f, b) for k, o in owner.items() for f, b in tracks[k]]
-
-
-def _split_mixed(labels: torch.Tensor, frame: torch.Tensor, palette: torch.Tensor, background: torch.Tensor,
-                 min_area: int, max_distance: float) -> torch.Tensor:
-    """One frame's blob labels (H, W) with each blob whose inside (pixels whose 8 neighbours are all the blob's)
-    holds two or more palette colours, each on at least ``min_area`` pixels and a fifth of the inside, cut into one
-    blob per such colour; the rest of the blob (rim, other colours) goes to the nearest of those pieces. A pixel's
-    colour is the palette colour whose blend with the background it is nearest to: an anti-aliased or blurred rim
-    (red fading into white reads pink, nearer orange than red) stays its object's."""
-    h, w = labels.shape
-    c = palette - background                                                     # (P, 3)
-    q = (frame - background).reshape(-1, 1, 3)                                   # (HW, 1, 3)
-    alpha = ((q * c).sum(-1) / (c * c).sum(-1).clamp(min=1)).clamp(0, 1)          # (HW, P)
-    dist, cls = (q - alpha[..., None] * c).norm(dim=-1).reshape(h, w, -1).min(-1)
-    cls = torch.where(dist <= max_distance, cls, -1)
-    out = labels.clone()
-    ids, areas = labels.unique(return_counts=True)
-    for i in ids[(ids > 0) & (areas >= 2 * min_area)].tolist():      # smaller ones cannot hold two such colours
-        blob = labels == i
-        inside = F.max_pool2d(-blob[None, None].float(), 3, 1, 1)[0, 0] < 0   # 3x3 erosion
-        counts = torch.bincount(cls[inside & (cls >= 0)], minlength=len(palette))
-        major = [k for k in range(len(palette)) if counts[k] >= max(min_area, 0.2 * int(inside.sum()))]
-        if len(major) < 2:
-            continue
-        piece = torch.zeros(h, w)
-        for k in major:
-            piece[inside & (cls == k)] = k + 1
-        for _ in range(max(h, w)):                  # the rest of the blob: grown ring by ring from the pieces
-            grown = torch.where(blob & (piece == 0), F.max_pool2d(piece[None, None], 3, 1, 1)[0, 0], piece)
-            if torch.equal(grown, piece):
-                break
-            piece = grown
-        for k in major:
-            out[blob & (piece == k + 1)] = (h * w + 1) * (k + 1) + i
-    return out
 
 
 def _assignment(cost: torch.Tensor) -> list[tuple[int, int]]:
